@@ -1,0 +1,176 @@
+"""The on-disk format of a distilled set: one ``.pt`` file that loads with ``weights_only=True``.
+
+A :class:`SyntheticSet` is a dict of tensors plus JSON-able metadata. The metadata records how the
+tensors are encoded (normalisation, ZCA, shape) so that evaluators never guess it: a set evaluated
+with the wrong normalisation or without its ZCA silently loses tens of points (MTT issues #11, #29).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+FORMAT = "ddistill.synset"
+VERSION = 1
+
+#: Metadata keys every image set carries (graph sets carry ``synthesizer``/``dataset`` too).
+REQUIRED_META = ("synthesizer", "dataset", "num_classes")
+
+
+class SyntheticSetError(ValueError):
+    """A file is not a readable ddistill synthetic set (foreign, truncated, or from a newer version)."""
+
+
+@dataclass
+class SyntheticSet:
+    """A distilled dataset.
+
+    Args:
+        tensors: ``x`` (N, C, H, W) float images in the encoding given by ``meta["encoding"]``;
+            ``y`` (N,) long hard labels, or (N, K) float soft labels / regression targets;
+            optional ``lr`` () learned learning rate; optional ``zca_w`` (D, D) and ``zca_mean`` (D,)
+            whitening state. Graph sets use PyG field names (``x``, ``edge_index``, ``ptr``, ``y``, ``weight``).
+        meta: JSON-able metadata: synthesizer, dataset, num_classes, ipc, encoding, labels, learned,
+            seed, step, config, ddistill_version, ... (see README, "SyntheticSet format").
+    """
+
+    tensors: dict[str, Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # -- convenience views -------------------------------------------------------------------
+    @property
+    def x(self) -> Tensor:
+        return self.tensors["x"]
+
+    @property
+    def y(self) -> Tensor:
+        return self.tensors["y"]
+
+    def __len__(self) -> int:
+        return int(self.tensors["y"].shape[0])
+
+    def validate(self) -> None:
+        """Raises :class:`SyntheticSetError` if tensors or metadata are inconsistent."""
+        missing = [k for k in REQUIRED_META if k not in self.meta]
+        if missing:
+            raise SyntheticSetError(f"synthetic set metadata lacks {missing}; required keys are {list(REQUIRED_META)}")
+        for key in ("x", "y"):
+            if key not in self.tensors:
+                raise SyntheticSetError(f"synthetic set has no '{key}' tensor; it has {sorted(self.tensors)}")
+        try:
+            json.dumps(self.meta)
+        except TypeError as e:
+            raise SyntheticSetError(f"synthetic set metadata must be JSON-able: {e}") from None
+        if "ptr" not in self.tensors and self.x.shape[0] != self.y.shape[0]:
+            raise SyntheticSetError(f"x has {self.x.shape[0]} rows but y has {self.y.shape[0]}")
+        if self.x.is_floating_point() and not torch.isfinite(self.x).all():
+            raise SyntheticSetError("synthetic images contain NaN or Inf")
+
+    # -- I/O ---------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Writes the set atomically (temp file + rename) so an interrupted save never leaves a
+        truncated file in place of a good one."""
+        self.validate()
+        blob = {
+            "format": FORMAT,
+            "version": VERSION,
+            "tensors": {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()},
+            "meta": self.meta,
+        }
+        return atomic_torch_save(blob, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SyntheticSet":
+        """Loads a set saved by :meth:`save`; raises :class:`SyntheticSetError` naming the problem."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no synthetic set at {path}")
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises several types for truncated / foreign pickles
+            raise SyntheticSetError(
+                f"{path} is not a readable ddistill synthetic set (truncated or not a torch file?): "
+                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            ) from None
+        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+            found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+            raise SyntheticSetError(f"{path} is not a ddistill synthetic set (format {found!r}, expected {FORMAT!r})")
+        version = blob.get("version")
+        if not isinstance(version, int) or version > VERSION:
+            raise SyntheticSetError(
+                f"{path} has format version {version}, this ddistill reads versions <= {VERSION}; upgrade ddistill"
+            )
+        out = cls(dict(blob["tensors"]), dict(blob["meta"]))
+        out.validate()
+        return out
+
+    # -- derived quantities ------------------------------------------------------------------
+    def ipc(self) -> int | None:
+        return self.meta.get("ipc")
+
+    def decode_images(self) -> Tensor:
+        """Returns ``x`` mapped back to [0, 1] pixels for display (undoes ZCA and mean/std).
+
+        Shape: (N, C, H, W) float in [0, 1] (clamped).
+        """
+        from ddistill.data.encoding import Encoding  # local: keeps synset import-light
+
+        return Encoding.from_meta(self.meta["encoding"], self.tensors).decode(self.x).clamp(0, 1)
+
+    def save_grid(self, path: str | os.PathLike, *, nrow: int | None = None, scale: int = 4) -> Path:
+        """Writes a PNG grid, one row per class (``ipc`` columns), for a quick look at the images."""
+        from torchvision.utils import save_image
+
+        images = self.decode_images()
+        if nrow is None:
+            nrow = self.meta.get("ipc") or int(math.ceil(math.sqrt(len(images))))
+        order = torch.argsort(self._hard_labels(), stable=True)
+        images = images[order]
+        if scale > 1:
+            images = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image(images, path, nrow=int(nrow), padding=2, pad_value=1.0)
+        return path
+
+    def _hard_labels(self) -> Tensor:
+        y = self.y
+        return y.argmax(1) if y.dim() == 2 else y
+
+    def describe(self) -> str:
+        """A short human-readable summary (used by ``ddistill show``)."""
+        lines = [f"SyntheticSet: {len(self)} samples"]
+        for k, v in self.tensors.items():
+            lines.append(f"  tensor {k:10s} {tuple(v.shape)} {str(v.dtype).replace('torch.', '')}")
+        for k, v in self.meta.items():
+            text = json.dumps(v) if not isinstance(v, str) else v
+            if len(text) > 100:
+                text = text[:97] + "..."
+            lines.append(f"  {k}: {text}")
+        return "\n".join(lines)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``: readers see the
+    old file or the new one, never a half-written one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,87 @@
+"""Speed settings for training and inference: memory format, bf16 autocast, torch.compile, threads.
+
+``benchmarks/eval_throughput.py`` measures each setting side by side on the ConvNet-3 train step and
+its effect on accuracy; the defaults below ("auto") are the fastest setting that left accuracy
+unchanged within noise there (see ``benchmarks/results/eval_throughput.md``).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+@dataclass
+class PerfConfig:
+    """How to run models fast.
+
+    Args:
+        channels_last: NHWC memory format for 4-D tensors (oneDNN's fast path on CPU). None = auto (on CPU).
+        bf16: run forward passes under bfloat16 autocast (weights and optimiser stay float32). None = auto:
+            on a CPU with native bf16 (AVX512-BF16 / AMX) only.
+        compile: wrap models with ``torch.compile``. None = auto: on for CPU when a C++ compiler is on PATH
+            (inductor needs one). The first model of an architecture pays a one-off compile (about 10-30 s
+            here); later models of the same architecture in the process reuse it.
+        threads: ``torch.set_num_threads`` value for the run; None leaves PyTorch's default.
+    """
+
+    channels_last: bool | None = None
+    bf16: bool | None = None
+    compile: bool | None = None
+    threads: int | None = None
+
+    def resolve(self, device: torch.device | str) -> "PerfConfig":
+        """Replaces the ``None`` (auto) fields by concrete choices for ``device``."""
+        dev = torch.device(device)
+        cl = self.channels_last if self.channels_last is not None else dev.type == "cpu"
+        bf16 = self.bf16 if self.bf16 is not None else (dev.type == "cpu" and cpu_has_native_bf16())
+        comp = self.compile if self.compile is not None else (dev.type == "cpu" and has_cxx_compiler())
+        return PerfConfig(cl, bf16, comp, self.threads)
+
+    @contextlib.contextmanager
+    def autocast(self, device: torch.device | str) -> Iterator[None]:
+        dev = torch.device(device)
+        if self.bf16:
+            with torch.autocast(dev.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.compile:
+            # Static shapes: evaluation sees at most two batch sizes (full and last), each compiled once.
+            model = torch.compile(model, dynamic=False)  # type: ignore[assignment]
+        return model
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def apply_threads(self) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+
+
+@lru_cache(maxsize=1)
+def has_cxx_compiler() -> bool:
+    import shutil
+
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU executes bf16 matmuls natively (AVX512-BF16 or AMX), where autocast pays off."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))

@@ -1,0 +1,7 @@
+"""Evaluators: score synthetic sets by training fresh models on them (registration only here)."""
+from __future__ import annotations
+
+from .base import EVALUATORS, EvalResult, Evaluator
+from .classifier import ClassifierConfig, ClassifierEvaluator, evaluate_pool
+
+__all__ = ["EVALUATORS", "EvalResult", "Evaluator", "ClassifierConfig", "ClassifierEvaluator", "evaluate_pool"]

@@ -1,0 +1,37 @@
+"""The ``random`` baseline: IPC real images drawn uniformly per class (the "random subset" rows)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ddistill.data import RealData
+from ddistill.synset import SyntheticSet
+from ddistill.utils.seed import make_generator
+
+from ._selection import selection_set
+from .base import SYNTHESIZERS, Callback, Synthesizer
+
+
+@dataclass
+class RandomConfig:
+    """Args:
+        ipc: images per class.
+    """
+
+    ipc: int = 10
+
+
+@SYNTHESIZERS.register("random")
+class RandomSubset(Synthesizer):
+    """IPC random real images per class, drawn with the synthesizer's seed."""
+
+    Config = RandomConfig
+    name = "random"
+
+    def fit(self, real: RealData, *, callbacks: Sequence[Callback] = (), **_: object) -> SyntheticSet:
+        self.check_ipc(real, self.config.ipc)
+        gen = make_generator(self.seed)
+        idx = torch.cat([real.sample_indices(c, self.config.ipc, gen, strict=True) for c in range(real.num_classes)])
+        return selection_set(self, real, idx)

@@ -1,0 +1,28 @@
+"""Shared fixtures: tiny real data (scikit-learn digits, which ships with the package) and fast settings."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ddistill.data import load_real
+from ddistill.utils.perf import PerfConfig
+
+#: Eager fp32 for unit tests: compile warm-up would dominate second-long tests.
+FAST = PerfConfig(channels_last=False, bf16=False, compile=False)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """(RealData, test ImageData) of scikit-learn's digits: 1,347 train / 450 test 8x8 images."""
+    return load_real("digits")
+
+
+@pytest.fixture
+def generator():
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # Tests never write into the user's ~/.cache.
+    monkeypatch.setenv("DDISTILL_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

@@ -1,0 +1,52 @@
+from dataclasses import dataclass, field
+
+import pytest
+import yaml
+
+from ddistill import config
+
+
+@dataclass
+class Inner:
+    lr: float = 0.1
+    steps: int = 3
+
+
+@dataclass
+class Outer:
+    name: str = "x"
+    inner: Inner = field(default_factory=Inner)
+    sizes: list[int] = field(default_factory=list)
+    maybe: int | None = None
+    flag: bool = False
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: run\ninner: {lr: 1e-3}\n")
+    data = config.load(path, ["inner.steps=7", "sizes=[1, 2]", "flag=true", "maybe=null"])
+    cfg = config.from_dict(Outer, data)
+    # PyYAML reads 1e-3 as a string; coercion by field type makes it a float.
+    assert cfg.inner.lr == pytest.approx(1e-3) and isinstance(cfg.inner.lr, float)
+    assert cfg.inner.steps == 7 and cfg.sizes == [1, 2] and cfg.flag is True and cfg.maybe is None
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(config.ConfigError, match=r"unknown key\(s\) \['lrr'\] in inner; valid keys: \['lr', 'steps'\]"):
+        config.from_dict(Outer, {"inner": {"lrr": 1}})
+
+
+def test_bad_values():
+    with pytest.raises(config.ConfigError, match="expected int"):
+        config.from_dict(Inner, {"steps": "many"})
+    with pytest.raises(config.ConfigError, match="expected true/false"):
+        config.from_dict(Outer, {"flag": "yes please"})
+    with pytest.raises(config.ConfigError, match="key=value"):
+        config.load(None, ["nonsense"])
+
+
+def test_resolved_dump_round_trip(tmp_path):
+    cfg = config.from_dict(Outer, {"name": "r", "inner": {"lr": "1e-4"}, "sizes": [3]})
+    config.dump(cfg, tmp_path / "resolved.yaml")
+    again = config.from_dict(Outer, yaml.safe_load((tmp_path / "resolved.yaml").read_text()))
+    assert again == cfg
