@@ -26,3 +26,13 @@ def generator():
 def _isolated_cache(tmp_path_factory, monkeypatch):
     # Tests never write into the user's ~/.cache.
     monkeypatch.setenv("DDISTILL_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` are skipped where CUDA is absent (as PyG's ``withCUDA``)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

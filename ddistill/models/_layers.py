@@ -71,6 +71,12 @@ def _instancenorm(channels: int, hw: HW) -> nn.Module:
     return InstanceGroupNorm(channels, channels, affine=True)
 
 
+def _instancenorm_native(channels: int, hw: HW) -> nn.Module:
+    # Same function as "instancenorm" through PyTorch's own GroupNorm kernel: the reference row of
+    # benchmarks/eval_throughput.py, and a fallback should the two kernels ever disagree.
+    return nn.GroupNorm(channels, channels, affine=True)
+
+
 def _layernorm(channels: int, hw: HW) -> nn.Module:
     return nn.LayerNorm((channels, hw[0], hw[1]), elementwise_affine=True)
 
@@ -86,6 +92,7 @@ def _no_norm(channels: int, hw: HW) -> nn.Module:
 NORM_LAYERS: dict[str, NormFactory] = {
     "batchnorm": _batchnorm,
     "instancenorm": _instancenorm,
+    "instancenorm_native": _instancenorm_native,
     "layernorm": _layernorm,
     "groupnorm": _groupnorm,
     "none": _no_norm,
