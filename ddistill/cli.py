@@ -76,6 +76,9 @@ def _component(registry: Any, spec: dict[str, Any] | None, kind: str) -> tuple[A
     if "name" not in spec:
         raise cfgmod.ConfigError(f"{kind} needs a name; choose from {registry.names()}")
     cls = registry.get(spec.pop("name"))
+    preset = spec.pop("preset", None)
+    if preset is not None:
+        return cls, cls.config_from_preset(preset, **spec)
     return cls, cfgmod.from_dict(cls.Config, spec, where=kind)
 
 

@@ -42,6 +42,21 @@ class Synthesizer(ABC):
 
     Config: ClassVar[type]
     name: ClassVar[str] = ""
+    #: Named sets of config values (e.g. a paper's setting vs its official code's), see :meth:`config_from_preset`.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def config_from_preset(cls, preset: str | None = None, **overrides: Any) -> Any:
+        """``Config`` filled from the named preset, then ``overrides`` (strict: unknown keys raise)."""
+        from ddistill.config import from_dict
+
+        values: dict[str, Any] = {}
+        if preset is not None:
+            if preset not in cls.presets:
+                raise KeyError(f"unknown preset '{preset}' for {cls.name}; choose from {sorted(cls.presets)}")
+            values.update(cls.presets[preset])
+        values.update(overrides)
+        return from_dict(cls.Config, values, where=f"{cls.name} config")
 
     def __init__(self, config: Any = None, *, device: torch.device | str = "cpu", seed: int = 0) -> None:
         self.config = config if config is not None else self.Config()
@@ -64,6 +79,10 @@ class Synthesizer(ABC):
             "encoding": real.encoding.to_meta(),
             "labels": "hard",
             "learned": [],
+            # The network the set was distilled with is the default evaluation network: the norm of the
+            # evaluation net alone moves scores by several points (DataDAM issue #8).
+            "eval_model": getattr(self.config, "model", None),
+            "eval_model_kwargs": dict(getattr(self.config, "model_kwargs", None) or {}),
             "seed": self.seed,
             "config": to_dict(self.config),
             "ddistill_version": ddistill.__version__,
