@@ -3,7 +3,7 @@ computing the embeddings they select on."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -56,9 +56,40 @@ def embed_real(real: RealData, cfg: EmbeddingConfig, *, seed: int, device: torch
     return torch.cat(out)
 
 
-def selection_set(synth, real: RealData, indices: Tensor, **meta: Any) -> SyntheticSet:
-    """A set made of real images at ``indices`` (class-major order), with full metadata."""
+def selection_set(synth, real: RealData, indices: Tensor, *, record_indices: bool = True, **meta: Any) -> SyntheticSet:
+    """A set made of real images at ``indices`` (class-major order), with full metadata (including the
+    selected ``source_indices`` unless ``record_indices`` is False, e.g. for the whole dataset)."""
     indices = indices.to(real.x.device)
     tensors = {"x": real.x[indices].detach().cpu().clone(), "y": real.y[indices].detach().cpu().clone(),
                **real.encoding.tensors()}
-    return SyntheticSet(tensors, synth.base_meta(real, source_indices=indices.cpu().tolist(), **meta))
+    if record_indices:
+        meta["source_indices"] = indices.cpu().tolist()
+    return SyntheticSet(tensors, synth.base_meta(real, **meta))
+
+
+@dataclass
+class CoresetConfig:
+    """Args:
+        ipc: images per class.
+        embedding: the network whose features the selection works on.
+    """
+
+    ipc: int = 10
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+
+
+class CoresetSynthesizer:
+    """Mixin for per-class selection baselines: embed the real set once, then pick ``ipc`` indices per
+    class with :attr:`select` ``(features (n, D), k) -> (k,) indices``."""
+
+    select: Callable[[Tensor, int], Tensor]
+
+    def fit(self, real: RealData, *, callbacks: Sequence[Any] = (), **_: object) -> SyntheticSet:
+        self.check_ipc(real, self.config.ipc)
+        feats = embed_real(real, self.config.embedding, seed=self.seed, device=self.device)
+        chosen = []
+        for c in range(real.num_classes):
+            idx = real.class_indices(c)
+            chosen.append(idx[type(self).select(feats[idx], self.config.ipc).to(idx.device)])
+        return selection_set(self, real, torch.cat(chosen))
+

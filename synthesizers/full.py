@@ -24,4 +24,4 @@ class FullDataset(Synthesizer):
     name = "full"
 
     def fit(self, real: RealData, *, callbacks: Sequence[Callback] = (), **_: object) -> SyntheticSet:
-        return selection_set(self, real, torch.arange(len(real)))
+        return selection_set(self, real, torch.arange(len(real)), record_indices=False)

@@ -2,17 +2,11 @@
 tracks the class mean (Welling 2009; the iCaRL exemplar rule, Rebuffi et al. 2017)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
-
 import torch
 from torch import Tensor
 
-from ddistill.data import RealData
-from ddistill.synset import SyntheticSet
-
-from ._selection import EmbeddingConfig, embed_real, selection_set
-from .base import SYNTHESIZERS, Callback, Synthesizer
+from ._selection import CoresetConfig, CoresetSynthesizer
+from .base import SYNTHESIZERS, Synthesizer
 
 
 def herding_select(features: Tensor, k: int) -> Tensor:
@@ -37,27 +31,11 @@ def herding_select(features: Tensor, k: int) -> Tensor:
     return torch.tensor(picked, dtype=torch.long)
 
 
-@dataclass
-class HerdingConfig:
-    """Args:
-        ipc: images per class.
-        embedding: the network whose features are herded.
-    """
-
-    ipc: int = 10
-    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+HerdingConfig = CoresetConfig
 
 
 @SYNTHESIZERS.register("herding")
-class Herding(Synthesizer):
+class Herding(CoresetSynthesizer, Synthesizer):
     Config = HerdingConfig
     name = "herding"
-
-    def fit(self, real: RealData, *, callbacks: Sequence[Callback] = (), **_: object) -> SyntheticSet:
-        self.check_ipc(real, self.config.ipc)
-        feats = embed_real(real, self.config.embedding, seed=self.seed, device=self.device)
-        chosen = []
-        for c in range(real.num_classes):
-            idx = real.class_indices(c)
-            chosen.append(idx[herding_select(feats[idx], self.config.ipc).to(idx.device)])
-        return selection_set(self, real, torch.cat(chosen))
+    select = staticmethod(herding_select)

@@ -2,17 +2,11 @@
 (Sener & Savarese 2018), the first center being the image nearest the class mean."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
-
 import torch
 from torch import Tensor
 
-from ddistill.data import RealData
-from ddistill.synset import SyntheticSet
-
-from ._selection import EmbeddingConfig, embed_real, selection_set
-from .base import SYNTHESIZERS, Callback, Synthesizer
+from ._selection import CoresetConfig, CoresetSynthesizer
+from .base import SYNTHESIZERS, Synthesizer
 
 
 def kcenter_select(features: Tensor, k: int) -> Tensor:
@@ -32,27 +26,11 @@ def kcenter_select(features: Tensor, k: int) -> Tensor:
     return torch.tensor(picked, dtype=torch.long)
 
 
-@dataclass
-class KCenterConfig:
-    """Args:
-        ipc: images per class.
-        embedding: the network whose features define distances.
-    """
-
-    ipc: int = 10
-    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+KCenterConfig = CoresetConfig
 
 
 @SYNTHESIZERS.register("kcenter")
-class KCenter(Synthesizer):
+class KCenter(CoresetSynthesizer, Synthesizer):
     Config = KCenterConfig
     name = "kcenter"
-
-    def fit(self, real: RealData, *, callbacks: Sequence[Callback] = (), **_: object) -> SyntheticSet:
-        self.check_ipc(real, self.config.ipc)
-        feats = embed_real(real, self.config.embedding, seed=self.seed, device=self.device)
-        chosen = []
-        for c in range(real.num_classes):
-            idx = real.class_indices(c)
-            chosen.append(idx[kcenter_select(feats[idx], self.config.ipc).to(idx.device)])
-        return selection_set(self, real, torch.cat(chosen))
+    select = staticmethod(kcenter_select)

@@ -19,6 +19,7 @@ __all__ = [
     "NORM_LAYERS",
     "POOL_LAYERS",
     "BaseNet",
+    "BlockStackNet",
     "ConvNormAct",
     "canonical_pool",
     "check_size",
@@ -250,3 +251,25 @@ class BaseNet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}"
+
+
+class BlockStackNet(BaseNet):
+    """A :class:`BaseNet` made of a stack of blocks, each returning ``(activation, output)``; the
+    activations are the per-stage features and the flattened last output is the embedding."""
+
+    blocks: nn.ModuleList
+
+    def _finish(self, blocks: list[nn.Module], channels: int, hw: HW, num_classes: int) -> None:
+        """Stores the blocks and builds the linear head on the flattened (channels, *hw) output."""
+        self.blocks = nn.ModuleList(blocks)
+        self.out_hw = hw
+        self.embed_dim = channels * hw[0] * hw[1]
+        self.classifier = make_head(self.embed_dim, num_classes)
+
+    def forward_features(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        feats: list[Tensor] = []
+        for block in self.blocks:
+            a, x = block(x)
+            feats.append(a)
+        return feats, x.flatten(1)
+

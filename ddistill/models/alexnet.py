@@ -6,7 +6,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ddistill.models import MODELS
-from ddistill.models._layers import BaseNet, ConvNormAct, make_head, to_2tuple
+from ddistill.models._layers import BaseNet, BlockStackNet, ConvNormAct, make_head, to_2tuple
 
 __all__ = ["AlexNet"]
 
@@ -20,7 +20,7 @@ _ALEXNET_CFG: tuple[tuple[int, int, int, bool], ...] = (
 )
 
 
-class AlexNet(BaseNet):
+class AlexNet(BlockStackNet):
     """DC's AlexNet for 28/32 px images (Zhao et al. 2021), optionally with a norm after every convolution.
 
     Five convolutions (128-5x5, 192-5x5, 256-3x3, 192-3x3, 192-3x3) with ReLU, 2x2 max pooling after the first,
@@ -71,17 +71,8 @@ class AlexNet(BaseNet):
             )
             blocks.append(block)
             channels, hw = out_channels, block.out_hw
-        self.blocks = nn.ModuleList(blocks)
-        self.out_hw = hw
-        self.embed_dim = channels * hw[0] * hw[1]
-        self.classifier = make_head(self.embed_dim, num_classes)
+        self._finish(blocks, channels, hw, num_classes)
 
-    def forward_features(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
-        feats: list[Tensor] = []
-        for block in self.blocks:
-            a, x = block(x)
-            feats.append(a)
-        return feats, x.flatten(1)
 
 
 @MODELS.register("alexnet")

@@ -14,12 +14,12 @@ from typing import Any
 from torch import Tensor, nn
 
 from ddistill.models import MODELS
-from ddistill.models._layers import BaseNet, ConvNormAct, default_convnet_depth, make_head, to_2tuple
+from ddistill.models._layers import BaseNet, BlockStackNet, ConvNormAct, default_convnet_depth, make_head, to_2tuple
 
 __all__ = ["ConvNet"]
 
 
-class ConvNet(BaseNet):
+class ConvNet(BlockStackNet):
     """DC's ConvNet (Zhao et al. 2021), generalised to any input size and to per-block widths.
 
     Each block is ``Conv2d(k=3, padding=1) -> norm -> act -> pool(2x2, stride 2)``. As in DC, a 1-channel input
@@ -83,18 +83,9 @@ class ConvNet(BaseNet):
             block = ConvNormAct(channels, w, in_hw=hw, kernel_size=3, padding=padding, norm=norm, act=act, pool=pool)
             blocks.append(block)
             channels, hw = w, block.out_hw
-        self.blocks = nn.ModuleList(blocks)
         self.widths = widths
-        self.out_hw = hw
-        self.embed_dim = channels * hw[0] * hw[1]
-        self.classifier = make_head(self.embed_dim, num_classes)
+        self._finish(blocks, channels, hw, num_classes)
 
-    def forward_features(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
-        feats: list[Tensor] = []
-        for block in self.blocks:
-            a, x = block(x)
-            feats.append(a)
-        return feats, x.flatten(1)
 
 
 def _convnet(defaults: dict[str, Any], kwargs: dict[str, Any]) -> ConvNet:

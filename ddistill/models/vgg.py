@@ -6,7 +6,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ddistill.models import MODELS
-from ddistill.models._layers import BaseNet, ConvNormAct, make_head, to_2tuple
+from ddistill.models._layers import BaseNet, BlockStackNet, ConvNormAct, make_head, to_2tuple
 
 __all__ = ["VGG", "VGG_CFGS"]
 
@@ -19,7 +19,7 @@ VGG_CFGS: dict[str, tuple[int | str, ...]] = {
 }
 
 
-class VGG(BaseNet):
+class VGG(BlockStackNet):
     """DC's small-image VGG (Zhao et al. 2021): 3x3 conv -> norm -> ReLU stacks, max pools, one linear layer.
 
     DC's VGG11 normalises with instance norm (``GroupNorm(C, C)``) and VGG11BN with batch norm. At 32 px the five
@@ -74,17 +74,8 @@ class VGG(BaseNet):
             )
             blocks.append(block)
             channels, hw = int(item), block.out_hw
-        self.blocks = nn.ModuleList(blocks)
-        self.out_hw = hw
-        self.embed_dim = channels * hw[0] * hw[1]
-        self.classifier = make_head(self.embed_dim, num_classes)
+        self._finish(blocks, channels, hw, num_classes)
 
-    def forward_features(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
-        feats: list[Tensor] = []
-        for block in self.blocks:
-            a, x = block(x)
-            feats.append(a)
-        return feats, x.flatten(1)
 
 
 @MODELS.register("vgg11")

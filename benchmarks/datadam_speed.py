@@ -1,0 +1,119 @@
+"""DataDAM distillation cost on the CPU: seconds per iteration, peak memory and the split between
+augmentation, the real forward pass and the synthetic forward/backward, for several speed settings.
+
+Each setting runs in its own subprocess so that peak memory (ru_maxrss above the process's state after
+loading the data) belongs to that setting alone.
+
+    python benchmarks/datadam_speed.py --data ../shared/data/cifar10-jpg.tar.gz --ipc 10 --batch-real 256 \
+        --out benchmarks/results/datadam_speed_cifar10_ipc10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SETTINGS = {
+    "plain_fp32": {"channels_last": False, "bf16": False, "compile": False},
+    "default_cpu": {"channels_last": None, "bf16": None, "compile": None},
+    "channels_last+bf16": {"channels_last": True, "bf16": True, "compile": False},
+}
+
+
+def run_one(args: argparse.Namespace, setting: str) -> dict:
+    import torch
+
+    from ddistill.data import load_real
+    from ddistill.utils.perf import PerfConfig
+    from synthesizers import SYNTHESIZERS
+
+    real, _ = load_real("imagefolder", root=args.data, alias="cifar10_jpeg",
+                        mean=[0.4914, 0.4822, 0.4465], std=[0.2023, 0.1994, 0.2010])
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cls = SYNTHESIZERS.get("datadam")
+    cfg = cls.config_from_preset(args.preset, ipc=args.ipc, batch_real=args.batch_real,
+                                 iterations=args.warmup + args.iters, perf=PerfConfig(**SETTINGS[setting]))
+    synth = cls(cfg, seed=0)
+    synth.setup(real)
+    perf = synth.perf
+    split = {"augment": [], "real_forward": [], "syn_forward_backward": [], "total": []}
+    for step in range(args.warmup + args.iters):
+        t0 = time.perf_counter()
+        net = synth.sample_network(step)
+        x_real, x_syn = synth.augmented_batches(real)
+        t1 = time.perf_counter()
+        with torch.no_grad(), perf.autocast("cpu"):
+            net.forward_features(perf.prepare_input(x_real))
+        t2 = time.perf_counter()
+        # The full loss (real forward again + synthetic forward/backward); its real share is subtracted.
+        x_real_again = x_real
+        loss = synth._loss_from(net, x_real_again, x_syn, [x_real.shape[0] // real.num_classes] * real.num_classes,
+                                cfg.ipc)
+        for opt in synth.opts:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in synth.opts:
+            opt.step()
+        t3 = time.perf_counter()
+        if step >= args.warmup:
+            split["augment"].append(t1 - t0)
+            split["real_forward"].append(t2 - t1)
+            split["syn_forward_backward"].append(max(t3 - t2 - (t2 - t1), 0.0))
+            split["total"].append((t1 - t0) + (t3 - t2))  # one real pass, as in a real iteration
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"setting": setting, "perf": {k: getattr(perf, k) for k in ("channels_last", "bf16", "compile")},
+            "seconds_per_iteration_median": statistics.median(split["total"]),
+            "split_median_seconds": {k: statistics.median(v) for k, v in split.items() if k != "total"},
+            "peak_rss_above_data_mib": (peak - base_rss) / 1024, "peak_rss_mib": peak / 1024}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="../shared/data/cifar10-jpg.tar.gz")
+    p.add_argument("--ipc", type=int, default=10)
+    p.add_argument("--batch-real", type=int, default=256)
+    p.add_argument("--preset", default="paper")
+    p.add_argument("--iters", type=int, default=8)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--settings", nargs="*", default=list(SETTINGS))
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--out", default="benchmarks/results/datadam_speed_cifar10_ipc10")
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args, args.one)))
+        return
+    from ddistill.utils.io import machine_info, write_json
+
+    rows = []
+    for setting in args.settings:
+        cmd = [sys.executable, __file__, "--one", setting, "--data", args.data, "--ipc", str(args.ipc),
+               "--batch-real", str(args.batch_real), "--preset", args.preset, "--iters", str(args.iters),
+               "--warmup", str(args.warmup)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    result = {"benchmark": "datadam_speed", "machine": machine_info(), "data": "CIFAR-10 JPEG mirror",
+              "ipc": args.ipc, "batch_real_per_class": args.batch_real, "preset": args.preset,
+              "iterations_timed": args.iters, "warmup": args.warmup, "rows": rows}
+    out = Path(args.out)
+    write_json(out.with_suffix(".json"), result)
+    lines = [f"# DataDAM seconds per iteration on CPU (CIFAR-10, IPC {args.ipc}, {args.batch_real} real/class, "
+             f"preset {args.preset})\n", f"Median of {args.iters} iterations after {args.warmup} warm-up. "
+             f"Command: `python benchmarks/datadam_speed.py --ipc {args.ipc} --batch-real {args.batch_real}`.\n",
+             "| setting | s/iteration | augment | real fwd | syn fwd+bwd | peak RSS above data (MiB) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        s = r["split_median_seconds"]
+        lines.append(f"| {r['setting']} | {r['seconds_per_iteration_median']:.3f} | {s['augment']:.3f} | "
+                     f"{s['real_forward']:.3f} | {s['syn_forward_backward']:.3f} | {r['peak_rss_above_data_mib']:.0f} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
