@@ -185,7 +185,14 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         for name, r in results.items():
             print(f"{name:12s} {r}", flush=True)
     else:
-        res = eval_cls(eval_cfg, device=device, seed=seed).evaluate(synset, test)
+        extra = {}
+        if getattr(eval_cls, "needs_real", False):  # e.g. NAS ranks architectures on real data too
+            from .data import Encoding, RealData
+
+            train = get_dataset(data.name, root=data.root, split="train", download=data.download, **data.kwargs)
+            extra["real"] = RealData.from_images(train, Encoding.from_meta(synset.meta["encoding"], synset.tensors),
+                                                 device)
+        res = eval_cls(eval_cfg, device=device, seed=seed).evaluate(synset, test, **extra)
         out["evaluation"] = res.to_dict()
         print(res, flush=True)
     target = Path(args.out) if args.out else Path(args.synset).with_name("results_eval.json")
@@ -244,7 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may come before or after options (``evaluate S --evaluator nas evaluator.x=1``).
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        if not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         args.func(args)
     except (cfgmod.ConfigError, KeyError, ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as e:

@@ -3,5 +3,8 @@ from __future__ import annotations
 
 from .base import EVALUATORS, EvalResult, Evaluator
 from .classifier import ClassifierConfig, ClassifierEvaluator, evaluate_pool
+from .continual import ContinualConfig, ContinualEvaluator
+from .nas import NASConfig, NASEvaluator
 
-__all__ = ["EVALUATORS", "EvalResult", "Evaluator", "ClassifierConfig", "ClassifierEvaluator", "evaluate_pool"]
+__all__ = ["EVALUATORS", "EvalResult", "Evaluator", "ClassifierConfig", "ClassifierEvaluator", "evaluate_pool",
+           "ContinualConfig", "ContinualEvaluator", "NASConfig", "NASEvaluator"]

@@ -47,6 +47,16 @@ class EvalResult:
         return f"{self.metric} {self.mean:.2f} ± {self.std:.2f} over {len(self.values)} models"
 
 
+def resolve_model(model: str | None, model_kwargs: dict[str, Any] | None, meta: dict[str, Any]) -> tuple[str, dict]:
+    """The evaluation network: the configured one, else the one the set was distilled with (``eval_model``),
+    else ``convnet``. Recorded kwargs apply only to the recorded network (not to a cross-architecture one)."""
+    recorded = meta.get("eval_model") or "convnet"
+    name = model or recorded
+    if model_kwargs is not None:
+        return name, dict(model_kwargs)
+    return name, dict(meta.get("eval_model_kwargs") or {}) if name == recorded else {}
+
+
 class Evaluator(ABC):
     """Trains fresh models on a :class:`SyntheticSet` and tests them on real data.
 

@@ -22,7 +22,7 @@ from ddistill.utils.perf import PerfConfig
 from ddistill.utils.seed import derive_seed, make_generator
 from ddistill.utils.train import TrainSchedule, accuracy, criterion_for, train_classifier
 
-from .base import EVALUATORS, EvalResult, Evaluator
+from .base import EVALUATORS, EvalResult, Evaluator, resolve_model
 
 
 @dataclass
@@ -77,12 +77,10 @@ class ClassifierEvaluator(Evaluator):
             raise ValueError(f"the set's images are {tuple(encoding.shape)} but the test data is "
                              f"{(test.info.in_channels, *test.info.image_size)}: wrong dataset for this set?")
         lr = self._resolve_lr(synset)
-        return self._run(
-            synset.x, synset.y, encoding.encode(test.x), test.y, test.info.num_classes,
-            labels=meta.get("labels", "hard"), lr=lr, dataset=meta.get("dataset", ""),
-            model=cfg.model or meta.get("eval_model") or "convnet",
-            model_kwargs=cfg.model_kwargs if cfg.model_kwargs is not None else dict(meta.get("eval_model_kwargs") or {}),
-        )
+        model, model_kwargs = resolve_model(cfg.model, cfg.model_kwargs, meta)
+        return self._run(synset.x, synset.y, encoding.encode(test.x), test.y, test.info.num_classes,
+                         labels=meta.get("labels", "hard"), lr=lr, dataset=meta.get("dataset", ""), model=model,
+                         model_kwargs=model_kwargs)
 
     def evaluate_real(self, real: RealData, test: ImageData) -> EvalResult:
         """Upper bound: the same protocol trained on the whole real training set."""
@@ -142,6 +140,6 @@ def evaluate_pool(synset: SyntheticSet, test: ImageData, models: list[str], conf
     base = config or ClassifierConfig()
     out = {}
     for name in models:
-        cfg = ClassifierConfig(**{**base.__dict__, "model": name, "model_kwargs": {}})
+        cfg = ClassifierConfig(**{**base.__dict__, "model": name, "model_kwargs": None})
         out[name] = ClassifierEvaluator(cfg, device=device, seed=seed).evaluate(synset, test)
     return out

@@ -1,0 +1,38 @@
+import pytest
+
+from evaluators import EVALUATORS
+from evaluators.continual import ContinualConfig, ContinualEvaluator, class_orders, stage_splits
+from synthesizers import SYNTHESIZERS
+
+from ..conftest import FAST
+
+
+def test_stage_splits():
+    assert stage_splits(10, 5, list(range(10))) == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    assert stage_splits(4, 2, [3, 1, 0, 2]) == [[3, 1], [0, 2]]
+    with pytest.raises(ValueError, match=r"cannot be split into 3 equal stages; choose a divisor of 10: \[1, 2, 5, 10\]"):
+        stage_splits(10, 3, list(range(10)))
+
+
+def test_class_orders_are_permutations_and_seeded():
+    orders = class_orders(10, 4, seed=1)
+    assert orders[0] == list(range(10)) and len(orders) == 4
+    assert all(sorted(o) == list(range(10)) for o in orders)
+    assert orders == class_orders(10, 4, seed=1) and orders != class_orders(10, 4, seed=2)
+
+
+def test_memory_accounting_and_curve_on_digits(digits):
+    real, test = digits
+    rnd = SYNTHESIZERS.get("random")
+    synset = rnd(rnd.Config(ipc=3), seed=0).fit(real)
+    cfg = ContinualConfig(stages=5, num_orders=2, models_per_order=1, model="convnet",
+                          model_kwargs={"depth": 2, "width": 16}, epochs=15, augment="none", perf=FAST, progress=False)
+    res = ContinualEvaluator(cfg, seed=0).evaluate(synset, test)
+    d = res.details
+    # memory grows by 2 classes x 3 images per stage; the model is retrained from scratch each stage
+    assert d["memory_size_per_stage"] == [6, 12, 18, 24, 30]
+    assert d["classes_per_stage"] == 2 and len(d["curve_mean"]) == 5 and len(d["curves"]) == 2
+    assert len(res.values) == 2 and all(0.0 <= v <= 100.0 for v in res.values)
+    # the first stage is a 2-way problem on its 2 classes: far above 50 % chance with 3 images per class
+    assert d["curve_mean"][0] > 60.0
+    assert "continual" in EVALUATORS.names()

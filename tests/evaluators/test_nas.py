@@ -1,0 +1,54 @@
+import pytest
+from scipy.stats import spearmanr
+
+from ddistill.cli import main
+from evaluators.nas import SEARCH_SPACE, NASConfig, NASEvaluator, enumerate_space, spearman
+from synthesizers import SYNTHESIZERS
+
+from ..conftest import FAST
+
+
+def test_space_is_the_dc_720():
+    space = enumerate_space()
+    assert len(space) == 720 and len({tuple(a.values()) for a in space}) == 720
+    assert set(SEARCH_SPACE) == {"width", "depth", "act", "norm", "pool"}
+
+
+def test_spearman_against_scipy_and_by_hand():
+    a, b = [1.0, 2.0, 3.0, 4.0, 5.0], [5.0, 6.0, 7.0, 8.0, 7.0]
+    assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic)
+    x, y = [10.0, 20.0, 30.0, 40.0], [1.0, 3.0, 2.0, 4.0]
+    # no ties: rho = 1 - 6 sum d^2 / (n (n^2 - 1)) = 1 - 6 * 2 / 60 = 0.8
+    assert spearman(x, y) == pytest.approx(0.8)
+
+
+def test_nas_on_digits(digits):
+    real, test = digits
+    rnd = SYNTHESIZERS.get("random")
+    proxy = rnd(rnd.Config(ipc=5), seed=0).fit(real)
+    space = {"width": [8, 16], "depth": [1, 2], "act": ["relu"], "norm": ["instancenorm"], "pool": ["avgpooling"]}
+    cfg = NASConfig(space=space, num_architectures=3, proxy_epochs=5, real_epochs=1, val_size=200, augment="none",
+                    perf=FAST, progress=False)
+    res = NASEvaluator(cfg, seed=0).evaluate(proxy, test, real=real)
+    d = res.details
+    assert res.metric == "spearman" and -1.0 <= res.values[0] <= 1.0
+    assert d["num_architectures"] == 3 and d["val_size"] == 200 and d["real_train_size"] == len(real) - 200
+    assert d["selected"] in d["architectures"] and d["proxy_search_seconds"] > 0
+    with pytest.raises(ValueError, match="needs the real training data"):
+        NASEvaluator(cfg).evaluate(proxy, test)
+
+
+def test_cli_continual_and_nas(tmp_path, digits):
+    real, _ = digits
+    rnd = SYNTHESIZERS.get("random")
+    synset = rnd(rnd.Config(ipc=2), seed=0).fit(real)
+    synset.meta["data"] = {"name": "digits"}
+    path = synset.save(tmp_path / "s.pt")
+    assert main(["evaluate", str(path), "--evaluator", "continual", "evaluator.num_orders=1",
+                 "evaluator.models_per_order=1", "evaluator.epochs=2", "evaluator.stages=2",
+                 "evaluator.model_kwargs={depth: 2, width: 8}", "evaluator.perf.compile=false",
+                 "evaluator.progress=false", "--out", str(tmp_path / "c.json")]) == 0
+    assert main(["evaluate", str(path), "--evaluator", "nas", "evaluator.num_architectures=2",
+                 "evaluator.space={width: [8], depth: [1, 2], act: [relu], norm: [none], pool: [avgpooling]}",
+                 "evaluator.proxy_epochs=2", "evaluator.real_epochs=1", "evaluator.val_size=100",
+                 "evaluator.perf.compile=false", "evaluator.progress=false", "--out", str(tmp_path / "n.json")]) == 0
