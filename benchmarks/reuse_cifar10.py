@@ -1,0 +1,102 @@
+"""Reuse of distilled sets on the CIFAR-10 JPEG mirror: class-incremental continual learning (DataDAM vs
+random vs herding memories) and NAS (DataDAM vs random proxies), at a CPU budget.
+
+    python benchmarks/reuse_cifar10.py --datadam benchmarks/results/sets/datadam_paper_cifar10_ipc10.pt \
+        --out benchmarks/results/reuse_cifar10
+
+Continual: 5 stages of 2 classes, memory = the set's images of the seen classes, a ConvNet-3 retrained from
+scratch after each stage (GDumb-style), ``--runs`` runs (class orders x networks). NAS: ``--archs`` ConvNets
+sampled from the DC 720-architecture space, each trained ``--proxy-epochs`` on the proxy and
+``--real-epochs`` on real data (held-out validation split for both), Spearman correlation of the rankings.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ddistill.data import load_real
+from ddistill.synset import SyntheticSet
+from ddistill.utils.io import machine_info, write_json
+from evaluators.continual import ContinualConfig, ContinualEvaluator, plot_curves
+from evaluators.nas import NASConfig, NASEvaluator
+from synthesizers import SYNTHESIZERS
+from synthesizers._selection import EmbeddingConfig
+
+CIFAR10 = {"alias": "cifar10_jpeg", "mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="../shared/data/cifar10-jpg.tar.gz")
+    p.add_argument("--datadam", required=True, help="a DataDAM synset.pt distilled from the same data")
+    p.add_argument("--out", default="benchmarks/results/reuse_cifar10")
+    p.add_argument("--runs", type=int, default=3, help="continual runs (class orders, 1 network each)")
+    p.add_argument("--cl-epochs", type=int, default=300)
+    p.add_argument("--herding-embed-epochs", type=int, default=5)
+    p.add_argument("--archs", type=int, default=12)
+    p.add_argument("--proxy-epochs", type=int, default=100)
+    p.add_argument("--real-epochs", type=int, default=2)
+    p.add_argument("--real-train-size", type=int, default=10000)
+    p.add_argument("--skip", nargs="*", default=[], choices=["continual", "nas"])
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    real, test = load_real("imagefolder", root=args.data, **CIFAR10)
+    datadam = SyntheticSet.load(args.datadam)
+    ipc = int(datadam.meta["ipc"])
+    rnd, herd = SYNTHESIZERS.get("random"), SYNTHESIZERS.get("herding")
+    memories = {
+        f"DataDAM ({datadam.meta['config'].get('preset', '')})": datadam,
+        "random": rnd(rnd.Config(ipc=ipc), seed=args.seed).fit(real),
+        "herding": herd(herd.Config(ipc=ipc, embedding=EmbeddingConfig(train_epochs=args.herding_embed_epochs)),
+                        seed=args.seed).fit(real),
+    }
+    out = Path(args.out)
+    result = {"benchmark": "reuse_cifar10", "machine": machine_info(), "data": "CIFAR-10 JPEG mirror", "ipc": ipc,
+              "datadam_set": args.datadam, "seed": args.seed, "continual": {}, "nas": {}}
+    lines = [f"# Reuse of distilled sets, CIFAR-10 JPEG mirror, IPC {ipc}\n",
+             f"Command: `python benchmarks/reuse_cifar10.py --datadam {args.datadam}`. Seed {args.seed}.\n"]
+    if "continual" not in args.skip:
+        cfg = ContinualConfig(stages=5, num_orders=args.runs, models_per_order=1, model="convnet", model_kwargs={},
+                              epochs=args.cl_epochs, progress=False)
+        result["continual"]["protocol"] = (f"5 stages x 2 classes, {args.runs} class orders x 1 ConvNet-3, "
+                                           f"{args.cl_epochs} epochs from scratch after each stage, DSA")
+        curves = {}
+        for name, mem in memories.items():
+            curves[name] = ContinualEvaluator(cfg, seed=args.seed).evaluate(mem, test)
+            result["continual"][name] = curves[name].to_dict()
+            print(f"continual {name}: " + ", ".join(f"{m:.1f}" for m in curves[name].details["curve_mean"]), flush=True)
+            write_json(out.with_suffix(".json"), result)
+        plot_curves(curves, str(out.with_name(out.name + "_continual.png")),
+                    title=f"CIFAR-10 class-incremental, IPC {ipc} memory")
+        lines += [f"## Continual learning ({result['continual']['protocol']})\n",
+                  "| memory | " + " | ".join(f"{2 * (i + 1)} classes" for i in range(5)) + " |",
+                  "|---|" + "---:|" * 5]
+        for name, r in curves.items():
+            lines.append(f"| {name} | " + " | ".join(
+                f"{m:.1f} ± {s:.1f}" for m, s in zip(r.details["curve_mean"], r.details["curve_std"])) + " |")
+    if "nas" not in args.skip:
+        cfg = NASConfig(num_architectures=args.archs, proxy_epochs=args.proxy_epochs, real_epochs=args.real_epochs,
+                        real_train_size=args.real_train_size, val_size=5000, progress=False)
+        result["nas"]["protocol"] = (f"{args.archs} of the 720 DC ConvNets (seeded sample), proxy {args.proxy_epochs} "
+                                     f"epochs with DSA, real {args.real_epochs} epochs on {args.real_train_size} "
+                                     "images, 5000 held-out validation images")
+        lines += [f"\n## NAS ({result['nas']['protocol']})\n",
+                  "| proxy | Spearman | selected arch (real-trained test %) | best by real val (test %) | proxy search time |",
+                  "|---|---:|---|---|---:|"]
+        for name in ("DataDAM", "random"):
+            mem = next(v for k, v in memories.items() if k.startswith(name))
+            r = NASEvaluator(cfg, seed=args.seed).evaluate(mem, test, real=real)
+            result["nas"][name] = r.to_dict()
+            d = r.details
+            lines.append(f"| {name} | {r.values[0]:.3f} | {d['selected']} ({d['selected_real_test_accuracy']:.1f}) | "
+                         f"{d['best_by_real_val']} ({d['best_real_test_accuracy']:.1f}) | "
+                         f"{d['proxy_search_seconds'] / 60:.1f} min |")
+            print(lines[-1], flush=True)
+            write_json(out.with_suffix(".json"), result)
+    write_json(out.with_suffix(".json"), result)
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
