@@ -36,7 +36,12 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--models", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's)")
     args = p.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     real, test = load_real("imagefolder", root=args.data, **CIFAR10)
     out = Path(args.out)
     sets_dir = out.parent / "sets"

@@ -13,7 +13,9 @@ stamp="$venv/.ddistill-requirements.sha"
 want="$(sha1sum "$repo/requirements.txt" | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[ddistill] installing pinned requirements (torch==2.14.1, torchvision==0.29.1, ...)" >&2
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$repo/requirements.txt"
+  # (the grep drops this machine's pip-config notices about absent local package folders)
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$repo/requirements.txt" 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
   echo "$want" > "$stamp"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$repo" >/dev/null

@@ -72,7 +72,7 @@ class DistributionMatching(GradientSynthesizer):
         net = self.family.build(step, self.device)
         for p in net.parameters():
             p.requires_grad_(False)
-        return self.perf.prepare_model(net)
+        return self.perf.prepare_feature_extractor(net)
 
     def augmented_batches(self, real: RealData) -> tuple[Tensor, Tensor]:
         """Per class: a real batch and the class's synthetic images, augmented with shared params.

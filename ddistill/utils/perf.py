@@ -59,6 +59,16 @@ class PerfConfig:
             model = torch.compile(model, dynamic=False)  # type: ignore[assignment]
         return model
 
+    def prepare_feature_extractor(self, model: nn.Module) -> nn.Module:
+        """Like :meth:`prepare_model` for code that calls ``forward_features``/``embed`` (distribution and
+        attention matching): compiles ``forward_features`` on the instance. Fresh networks of the same
+        architecture reuse the compiled graph (one compile per process and input shape)."""
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.compile and hasattr(model, "forward_features"):
+            model.forward_features = torch.compile(model.forward_features, dynamic=False)  # type: ignore[method-assign]
+        return model
+
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last and x.dim() == 4:
             return x.contiguous(memory_format=torch.channels_last)
