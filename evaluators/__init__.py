@@ -5,6 +5,8 @@ from .base import EVALUATORS, EvalResult, Evaluator
 from .classifier import ClassifierConfig, ClassifierEvaluator, evaluate_pool
 from .continual import ContinualConfig, ContinualEvaluator
 from .nas import NASConfig, NASEvaluator
+from .transfer import TransferConfig, TransferEvaluator
 
 __all__ = ["EVALUATORS", "EvalResult", "Evaluator", "ClassifierConfig", "ClassifierEvaluator", "evaluate_pool",
-           "ContinualConfig", "ContinualEvaluator", "NASConfig", "NASEvaluator"]
+           "ContinualConfig", "ContinualEvaluator", "NASConfig", "NASEvaluator",
+           "TransferConfig", "TransferEvaluator"]
