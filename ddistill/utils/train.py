@@ -18,6 +18,8 @@ from tqdm.auto import tqdm
 from .perf import PerfConfig
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+#: ``batch_loss(model, xb, yb, epoch) -> loss`` on the *unaugmented* batch: owns augmentation, forward and criterion.
+BatchLossFn = Callable[[nn.Module, Tensor, Tensor, int], Tensor]
 
 
 def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
@@ -79,6 +81,7 @@ def train_classifier(
     perf: PerfConfig | None = None,
     progress: bool | str = False,
     on_epoch_end: Callable[[int, float], None] | None = None,
+    loss_fn: BatchLossFn | None = None,
 ) -> float:
     """Trains ``model`` in place on (x, y); returns the mean loss of the last epoch.
 
@@ -92,7 +95,14 @@ def train_classifier(
         perf: memory-format / autocast settings (already resolved).
         progress: show a tqdm bar over epochs (a string becomes its description).
         on_epoch_end: hook ``(epoch, mean_loss)``, e.g. for expert trajectory snapshots.
+        loss_fn: optional ``loss_fn(model, xb, yb, epoch) -> loss`` replacing augmentation, forward and criterion
+            for each batch ``xb`` as drawn (unaugmented). Expert training uses it for AST's epoch-dependent
+            clipping factor and its gradient penalty on the clean input. It must draw any randomness from
+            ``generator``; mutually exclusive with ``augment`` and ``criterion``.
     """
+    if loss_fn is not None and (augment is not None or criterion is not None):
+        raise ValueError("train_classifier: pass either loss_fn or augment/criterion, not both (loss_fn owns the "
+                         "augmentation and the criterion of each batch)")
     perf = perf or PerfConfig(False, False)
     criterion = criterion or (lambda out, t: F.cross_entropy(out.float(), t))
     device = x.device
@@ -122,12 +132,15 @@ def train_classifier(
         for start in range(0, n, schedule.batch_size):
             idx = order[start : start + schedule.batch_size]
             xb, yb = x[idx], y[idx]
-            if augment is not None:
-                xb = augment(xb, generator=generator)
-            xb = perf.prepare_input(xb)
-            with perf.autocast(device):
-                out = model(xb)
-            loss = criterion(out, yb)
+            if loss_fn is not None:
+                loss = loss_fn(model, xb, yb, epoch)
+            else:
+                if augment is not None:
+                    xb = augment(xb, generator=generator)
+                xb = perf.prepare_input(xb)
+                with perf.autocast(device):
+                    out = model(xb)
+                loss = criterion(out, yb)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"training loss became {loss.item()} at epoch {epoch}; lower the learning rate ({lr}) "
