@@ -82,7 +82,20 @@ def _component(registry: Any, spec: dict[str, Any] | None, kind: str) -> tuple[A
     return cls, cfgmod.from_dict(cls.Config, spec, where=kind)
 
 
+def _is_graph(name: str) -> bool:
+    from .data.graph import GRAPH_DATASETS
+
+    return name in GRAPH_DATASETS
+
+
 def _load_data(data: DataConfig, device: str):
+    """(training data, test data) for the run: (RealData, ImageData) for images; for graph datasets the
+    whole GraphDataset (train/val/test) twice, as Mirage and the graph evaluator take it."""
+    if _is_graph(data.name):
+        from .data.graph import load_graph_dataset
+
+        graphs = load_graph_dataset(data.name, data.root, download=data.download, **data.kwargs)
+        return graphs, graphs
     from .data import load_real
 
     return load_real(data.name, root=data.root, download=data.download, zca=data.zca, zca_eps=data.zca_eps,
@@ -116,8 +129,7 @@ def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
 
     real, test = _load_data(run.dataset, run.device)
     synth = synth_cls(synth_cfg, device=run.device, seed=run.seed)
-    print(f"distilling {real.info.name} ({len(real)} images, {real.num_classes} classes) with {synth_cls.name} "
-          f"into {run_dir}", flush=True)
+    print(f"distilling {run.dataset.name} with {synth_cls.name} into {run_dir}", flush=True)
 
     curve: list[dict[str, Any]] = []
 
@@ -138,9 +150,9 @@ def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     synset.meta.update(data=cfgmod.to_dict(run.dataset), git=git_sha(Path(__file__).parent), run=run.name)
     synset.save(run_dir / "synset.pt")
-    if run.grid:
+    if run.grid and synset.x.dim() == 4:
         synset.save_grid(run_dir / "grid.png")
-    results: dict[str, Any] = {"run": run.name, "synthesizer": synth_cls.name, "dataset": real.info.name,
+    results: dict[str, Any] = {"run": run.name, "synthesizer": synth_cls.name, "dataset": run.dataset.name,
                                "ipc": synset.meta.get("ipc"), "distill_seconds": seconds, "seed": run.seed}
     if evaluator is not None:
         res = evaluator.evaluate(synset, test)
@@ -173,7 +185,10 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     eval_cls, eval_cfg = _component(EVALUATORS, espec, "evaluator")
     from .data import get_dataset
 
-    test = get_dataset(data.name, root=data.root, split="test", download=data.download, **data.kwargs)
+    if _is_graph(data.name):
+        test = _load_data(data, device)[1]
+    else:
+        test = get_dataset(data.name, root=data.root, split="test", download=data.download, **data.kwargs)
     out: dict[str, Any] = {"synset": str(args.synset), "evaluator": espec["name"], "seed": seed}
     if args.pool:
         if args.pool not in EVAL_POOLS:
@@ -215,7 +230,11 @@ def cmd_list(args: argparse.Namespace) -> None:
     from .data import DATASETS
     from .models import MODELS
 
-    regs = {"models": MODELS, "datasets": DATASETS, "augmentations": AUGMENTS}
+    from .data.graph import GRAPH_DATASETS
+    from .models.gnn import GNN_MODELS
+
+    regs = {"models": MODELS, "datasets": DATASETS, "augmentations": AUGMENTS, "graph_datasets": GRAPH_DATASETS,
+            "gnns": GNN_MODELS}
     if args.kind in ("synthesizers", "evaluators"):
         from evaluators import EVALUATORS
         from synthesizers import SYNTHESIZERS
@@ -245,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grid", default=None, help="PNG path for the image grid")
     s.set_defaults(func=cmd_show)
     ls = sub.add_parser("list", help="list registered components")
-    ls.add_argument("kind", choices=["models", "datasets", "synthesizers", "evaluators", "augmentations"])
+    ls.add_argument("kind", choices=["models", "datasets", "graph_datasets", "gnns", "synthesizers", "evaluators",
+                                     "augmentations"])
     ls.set_defaults(func=cmd_list)
     return p
 

@@ -1,11 +1,17 @@
 """Shared fixtures: tiny real data (scikit-learn digits, which ships with the package) and fast settings."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
 from ddistill.data import load_real
 from ddistill.utils.perf import PerfConfig
+
+#: ``../shared/data`` beside the repository (as on CI), or $DDISTILL_SHARED_DATA.
+SHARED_DATA = Path(os.environ.get("DDISTILL_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 #: Eager fp32 for unit tests: compile warm-up would dominate second-long tests.
 FAST = PerfConfig(channels_last=False, bf16=False, compile=False)
