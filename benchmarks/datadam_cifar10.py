@@ -90,7 +90,7 @@ def main() -> None:
             write_json(out.with_suffix(".json"), result)
     write_json(out.with_suffix(".json"), result)
     plot(rows, args, out.with_suffix(".png"))
-    lines = [f"# DataDAM on CIFAR-10 (JPEG mirror), CPU budget\n",
+    lines = ["# DataDAM on CIFAR-10 (JPEG mirror), CPU budget\n",
              f"Command: `python benchmarks/datadam_cifar10.py --iterations {args.iterations} --epochs {args.epochs} "
              f"--models {args.models}`. Distillation: {args.iterations} iterations (paper 8000 / official 20000), "
              f"real batch per class {args.batch_real or 'of the preset (paper 256, official 64)'}. Evaluation: "

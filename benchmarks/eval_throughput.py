@@ -152,7 +152,7 @@ def main() -> None:
                            "results": acc}}
     out = Path(args.out)
     write_json(out.with_suffix(".json"), result)
-    lines = [f"# Evaluator throughput: ConvNet-3 train step on CPU\n",
+    lines = ["# Evaluator throughput: ConvNet-3 train step on CPU\n",
              f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, torch {result['machine']['torch']}. "
              f"Data: {result['data']}. Batch {args.batch}; median of {args.rounds} interleaved rounds of "
              f"{args.steps} steps. Command: `python benchmarks/eval_throughput.py`.\n"]

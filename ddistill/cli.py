@@ -12,7 +12,6 @@ does so inside the commands, so ``import ddistill`` never pulls them in.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass, field

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ddistill.augment import AUGMENTS, default_strategy
+from ddistill.augment import AUGMENTS, build_augment
 from ddistill.data import RealData
 from ddistill.models import ModelFamily
 from ddistill.synset import atomic_torch_save
@@ -324,10 +324,7 @@ def train_expert(real: RealData, config: ExpertConfig, *, index: int, seed: int,
     layout = ParamLayout.from_module(model)
     generator = make_generator(derive_seed(seed, _DATA_STREAM, index))
     perf = config.perf.resolve(device)
-    augment = None
-    if config.augment != "none":
-        strategy = config.dsa_strategy or default_strategy(real.info.name)
-        augment = AUGMENTS.get(config.augment)(**({"strategy": strategy} if config.augment == "dsa" else {}))
+    augment = build_augment(config.augment, real.info.name, config.dsa_strategy)
     snapshots = [layout.flatten(model)]
     # Snapshots are read from the original module: a compiled wrapper renames parameters (``_orig_mod.``).
     trained = perf.prepare_model(model)

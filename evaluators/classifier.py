@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ddistill.augment import AUGMENTS, default_strategy
+from ddistill.augment import build_augment
 from ddistill.data import Encoding, ImageData, RealData
 from ddistill.models import ModelFamily
 from ddistill.synset import SyntheticSet
@@ -111,10 +111,7 @@ class ClassifierEvaluator(Evaluator):
         x_test, y_test = x_test.to(dev), y_test.to(dev)
         schedule = TrainSchedule(cfg.epochs, lr, cfg.momentum, cfg.weight_decay, cfg.batch_size, cfg.lr_decay_epoch,
                                  rebuild_optimizer_at_decay=cfg.rebuild_optimizer_at_decay)
-        augment = None
-        if cfg.augment != "none":
-            kwargs = {"strategy": cfg.dsa_strategy or default_strategy(dataset)} if cfg.augment == "dsa" else {}
-            augment = AUGMENTS.get(cfg.augment)(**kwargs)
+        augment = build_augment(cfg.augment, dataset, cfg.dsa_strategy)
         family = ModelFamily(model, in_channels=x.shape[1], num_classes=num_classes,
                              image_size=tuple(x.shape[2:]), seed=derive_seed(self.seed, 1), **model_kwargs)
         criterion = criterion_for(labels)

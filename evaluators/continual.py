@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ddistill.augment import AUGMENTS, default_strategy
+from ddistill.augment import build_augment
 from ddistill.data import Encoding, ImageData
 from ddistill.models import ModelFamily
 from ddistill.synset import SyntheticSet
@@ -93,10 +93,7 @@ class ContinualEvaluator(Evaluator):
             raise ValueError("the continual evaluator needs hard labels (y of shape (N,))")
         model, model_kwargs = resolve_model(cfg.model, cfg.model_kwargs, meta)
         perf = cfg.perf.resolve(self.device)
-        augment = None
-        if cfg.augment != "none":
-            kwargs = {"strategy": default_strategy(meta.get("dataset", ""))} if cfg.augment == "dsa" else {}
-            augment = AUGMENTS.get(cfg.augment)(**kwargs)
+        augment = build_augment(cfg.augment, meta.get("dataset", ""))
         schedule = TrainSchedule(cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size)
         orders = class_orders(k, cfg.num_orders, derive_seed(self.seed, 21))
         # curves[r][s]: accuracy (%) of run r (order x model) after stage s

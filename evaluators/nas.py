@@ -19,7 +19,7 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from ddistill.augment import AUGMENTS, default_strategy
+from ddistill.augment import build_augment
 from ddistill.data import Encoding, ImageData, RealData
 from ddistill.models import create_model
 from ddistill.synset import SyntheticSet
@@ -117,10 +117,7 @@ class NASEvaluator(Evaluator):
         train_idx, val_idx = self.split_real(real)
         x_val, y_val = real.x[val_idx], real.y[val_idx]
         perf = cfg.perf.resolve(dev)
-        augment = None
-        if cfg.augment != "none":
-            kwargs = {"strategy": default_strategy(meta.get("dataset", ""))} if cfg.augment == "dsa" else {}
-            augment = AUGMENTS.get(cfg.augment)(**kwargs)
+        augment = build_augment(cfg.augment, meta.get("dataset", ""))
         archs = self.architectures()
         shape = dict(in_channels=x_proxy.shape[1], num_classes=real.num_classes, image_size=tuple(x_proxy.shape[2:]))
 

@@ -14,7 +14,7 @@ from ddistill.models import ModelFamily
 from ddistill.synset import SyntheticSet
 from ddistill.utils.perf import PerfConfig
 from ddistill.utils.seed import derive_seed, make_generator
-from ddistill.utils.train import TrainSchedule, predict, train_classifier
+from ddistill.utils.train import TrainSchedule, train_classifier
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ddistill.augment import AUGMENTS, default_strategy
+from ddistill.augment import build_augment
 from ddistill.data import RealData
 from ddistill.models import ModelFamily
 from ddistill.utils.perf import PerfConfig
@@ -62,8 +62,7 @@ class DistributionMatching(GradientSynthesizer):
         self.family = ModelFamily(cfg.model, in_channels=real.x.shape[1], num_classes=real.num_classes,
                                   image_size=tuple(real.x.shape[2:]), seed=derive_seed(self.seed, 11),
                                   **cfg.model_kwargs)
-        strategy = cfg.dsa_strategy or default_strategy(real.info.name)
-        self.augment = AUGMENTS.get(cfg.augment)(**({"strategy": strategy} if cfg.augment == "dsa" else {}))
+        self.augment = build_augment(cfg.augment, real.info.name, cfg.dsa_strategy)
         self.perf = cfg.perf.resolve(self.device)
         return {"x": nn.Parameter(self.init_images(real, cfg.ipc, cfg.init))}
 

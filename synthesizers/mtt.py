@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ddistill.augment import AUGMENTS, default_strategy
+from ddistill.augment import AUGMENTS, build_augment
 from ddistill.data import RealData
 from ddistill.models import ModelFamily
 from ddistill.synset import SyntheticSet
@@ -459,8 +459,7 @@ class TrajectoryMatching(GradientSynthesizer):
         self._check_experts(real, header)
         self.layout = self.buffer.layout
         self.student = self._build_student(real, header)
-        strategy = cfg.dsa_strategy or default_strategy(real.info.name)
-        self.augment = AUGMENTS.get(cfg.augment)(**({"strategy": strategy} if cfg.augment == "dsa" else {}))
+        self.augment = build_augment(cfg.augment, real.info.name, cfg.dsa_strategy)
         self.last_terms: dict[str, float] = {}
         if cfg.init == "representative":
             x = self.representative_images(real)

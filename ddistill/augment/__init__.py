@@ -10,8 +10,18 @@ AUGMENTS = Registry("augmentation")
 AUGMENTS.register("dsa")(DSA)
 AUGMENTS.register("none")(NoAugment)
 
+
+def build_augment(name: str, dataset: str = "", strategy: str | None = None):
+    """The augmentation ``name`` ("dsa" or "none"); DSA uses ``strategy`` or the dataset's default (no flip
+    for digit datasets, as the DC authors do). Unknown names raise a KeyError listing the choices."""
+    cls = AUGMENTS.get(name)
+    if cls is DSA:
+        return cls(strategy=strategy or default_strategy(dataset))
+    return cls()
+
 __all__ = [
     "AUGMENTS",
+    "build_augment",
     "DSA",
     "NoAugment",
     "default_strategy",

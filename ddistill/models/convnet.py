@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from torch import Tensor, nn
 
 from ddistill.models import MODELS
-from ddistill.models._layers import BaseNet, BlockStackNet, ConvNormAct, default_convnet_depth, make_head, to_2tuple
+from ddistill.models._layers import BlockStackNet, ConvNormAct, default_convnet_depth, to_2tuple
 
 __all__ = ["ConvNet"]
 

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor, nn
 
 from ddistill.models import MODELS
-from ddistill.models._layers import BaseNet, BlockStackNet, ConvNormAct, make_head, to_2tuple
+from ddistill.models._layers import BlockStackNet, ConvNormAct, to_2tuple
 
 __all__ = ["VGG", "VGG_CFGS"]
 

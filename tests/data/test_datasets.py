@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ddistill.data import DATASETS, Encoding, RealData, ZCA, get_dataset, list_datasets, load_real, make_encoding
+from ddistill.data import Encoding, ZCA, get_dataset, list_datasets, load_real
 
 
 def test_registry_lists_required_datasets():
