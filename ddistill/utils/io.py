@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from ..synset import apply_umask
+
 
 class JSONLLogger:
     """Appends one JSON object per line (``log.jsonl``); safe to reopen when a run resumes."""
@@ -34,6 +36,7 @@ def write_json(path: str | Path, obj: Any) -> Path:
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2, default=_jsonable)
         f.write("\n")
+    apply_umask(tmp)
     os.replace(tmp, path)
     return path
 
