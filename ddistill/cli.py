@@ -106,7 +106,7 @@ def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
     from evaluators import EVALUATORS
     from synthesizers import SYNTHESIZERS, GradientSynthesizer
 
-    from .utils.io import JSONLLogger, git_sha, write_json
+    from .utils.io import JSONLLogger, git_sha, machine_info, write_json
 
     run = cfgmod.from_dict(RunConfig, cfgmod.load(args.config, args.overrides), where="config")
     synth_cls, synth_cfg = _component(SYNTHESIZERS, run.synthesizer, "synthesizer")
@@ -152,7 +152,8 @@ def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
     if run.grid and synset.x.dim() == 4:
         synset.save_grid(run_dir / "grid.png")
     results: dict[str, Any] = {"run": run.name, "synthesizer": synth_cls.name, "dataset": run.dataset.name,
-                               "ipc": synset.meta.get("ipc"), "distill_seconds": seconds, "seed": run.seed}
+                               "ipc": synset.meta.get("ipc"), "distill_seconds": seconds, "seed": run.seed,
+                               "machine": machine_info()}
     if evaluator is not None:
         res = evaluator.evaluate(synset, test)
         results["evaluation"] = res.to_dict()
