@@ -1,9 +1,6 @@
 """Explicit randomness: library code takes ``torch.Generator`` objects and never reseeds global RNGs."""
 from __future__ import annotations
 
-import random
-
-import numpy as np
 import torch
 
 
@@ -20,10 +17,3 @@ def derive_seed(seed: int, *streams: int) -> int:
     for s in streams:
         h = (h * 6364136223846793005 + (int(s) & 0xFFFFFFFF) + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
     return h >> 1
-
-
-def seed_everything(seed: int) -> None:
-    """For *scripts* only (never called by library code): seed python, numpy and torch global RNGs."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
