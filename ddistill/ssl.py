@@ -57,7 +57,7 @@ from ddistill.models import MODELS, create_model
 from ddistill.registry import Registry
 from ddistill.synset import atomic_torch_save
 from ddistill.utils.perf import PerfConfig
-from ddistill.utils.seed import derive_seed, make_generator
+from ddistill.utils.seed import derive_seed, make_generator, seeded_rng
 
 __all__ = [
     "BarlowTwins",
@@ -520,8 +520,7 @@ class BarlowTwins(nn.Module):
 
 
 def _build_backbone(cfg: BarlowTwinsConfig, shape: Sequence[int], seed: int) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
+    with seeded_rng(seed):
         return create_model(cfg.model, in_channels=int(shape[0]), num_classes=0, image_size=tuple(shape[1:]),
                             **cfg.model_kwargs)
 
@@ -572,8 +571,7 @@ def train_teacher(
     shape = tuple(real.x.shape[1:])
     backbone = _build_backbone(cfg, shape, derive_seed(seed, 1))
     in_dim = _output_dim(backbone, shape, "cpu")
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(derive_seed(seed, 2))
+    with seeded_rng(derive_seed(seed, 2)):
         model = BarlowTwins(backbone, in_dim, cfg.projector_dims)
     model = model.to(device)
     opt = OPTIMIZERS.get(cfg.optimizer)(list(model.parameters()), cfg)
@@ -857,8 +855,7 @@ def linear_probe(
         f_tr, f_te = (f_tr - mean) / std, (f_te - mean) / std
     k = int(num_classes or int(max(int(y_tr.max()), int(y_te.max()))) + 1)
     generator = generator or make_generator(0)
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+    with seeded_rng(int(torch.randint(2**62, (1,), generator=generator))):
         linear = nn.Linear(f_tr.shape[1], k)
     linear = linear.to(device)
     opt = torch.optim.SGD(linear.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

@@ -30,7 +30,7 @@ from ddistill.graph.trees import Discretiser, build_discretiser, discretiser_fro
 from ddistill.models.gnn import create_gnn
 from ddistill.registry import Registry
 from ddistill.synset import SyntheticSet
-from ddistill.utils.seed import derive_seed, make_generator
+from ddistill.utils.seed import derive_seed, make_generator, seeded_rng
 
 from .base import EVALUATORS, EvalResult, Evaluator
 
@@ -194,8 +194,7 @@ class GraphEvaluator(Evaluator):
             start = time.perf_counter()
             # Model init and dropout draw from the global RNG; a forked, seeded copy keeps every run reproducible
             # and leaves the caller's random stream untouched.
-            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-                torch.manual_seed(derive_seed(self.seed, 1, run))
+            with seeded_rng(derive_seed(self.seed, 1, run), dev):
                 # hops only for the first run: the GNN warns once when layers != L
                 model = create_gnn(cfg.model, node_spec=node_spec, edge_spec=edge_spec, num_classes=num_classes,
                                    hops=hops if run == 0 else None, **model_kwargs).to(dev)

@@ -24,7 +24,7 @@ from ddistill.data import Encoding, ImageData, RealData
 from ddistill.models import create_model
 from ddistill.synset import SyntheticSet
 from ddistill.utils.perf import PerfConfig
-from ddistill.utils.seed import derive_seed, make_generator
+from ddistill.utils.seed import derive_seed, make_generator, seeded_rng
 from ddistill.utils.train import TrainSchedule, accuracy, train_classifier
 
 from .base import EVALUATORS, EvalResult, Evaluator
@@ -122,8 +122,7 @@ class NASEvaluator(Evaluator):
         shape = dict(in_channels=x_proxy.shape[1], num_classes=real.num_classes, image_size=tuple(x_proxy.shape[2:]))
 
         def fit(i: int, arch: dict[str, Any], x, y, epochs: int, aug, stream: int) -> torch.nn.Module:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derive_seed(self.seed, 33, i))  # same init for proxy and real runs of arch i
+            with seeded_rng(derive_seed(self.seed, 33, i)):  # same init for proxy and real runs of arch i
                 net = create_model("convnet", **shape, **arch).to(dev)
             net = perf.prepare_model(net)
             train_classifier(net, x, y, TrainSchedule(epochs, cfg.lr, batch_size=cfg.batch_size), augment=aug,

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ddistill.utils.seed import seeded_rng
+
 __all__ = ["ModelFamily"]
 
 _MIX = 1_000_003
@@ -21,10 +23,9 @@ class ModelFamily:
     """Reproducible stream of freshly initialised networks.
 
     Network ``index`` of a family is initialised from the derived seed ``(seed * 1_000_003 + index) % 2**63``,
-    inside :func:`torch.random.fork_rng`, so ``build(i)`` always returns the same weights and the caller's global
-    CPU RNG state is exactly as before the call. Only the CPU default generator is seeded (not CUDA's, unlike
-    ``torch.manual_seed``): weights are created on the CPU and then moved to ``device``, so they are identical on
-    every device.
+    inside :func:`ddistill.utils.seed.seeded_rng` (a forked RNG), so ``build(i)`` always returns the same weights and
+    the caller's global RNG state is exactly as before the call. Only the CPU generator is seeded: weights are
+    created on the CPU and then moved to ``device``, so they are identical on every device.
 
     Args:
         name: registered model name (see :func:`ddistill.models.list_models`).
@@ -72,8 +73,7 @@ class ModelFamily:
         """Network ``index`` of the stream, on ``device``; the same ``(seed, index)`` always gives the same weights."""
         from ddistill.models import create_model
 
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(self.derived_seed(index))
+        with seeded_rng(self.derived_seed(index)):
             model = create_model(
                 self.name,
                 in_channels=self.in_channels,
