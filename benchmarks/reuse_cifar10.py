@@ -83,9 +83,10 @@ def main() -> None:
         lines += [f"\n## NAS ({result['nas']['protocol']})\n",
                   "| proxy | Spearman | selected arch (real-trained test %) | best by real val (test %) | proxy search time |",
                   "|---|---:|---|---|---:|"]
+        nas = NASEvaluator(cfg, seed=args.seed)  # one evaluator: the real-data ranking is trained once
         for name in ("DataDAM", "random"):
             mem = next(v for k, v in memories.items() if k.startswith(name))
-            r = NASEvaluator(cfg, seed=args.seed).evaluate(mem, test, real=real)
+            r = nas.evaluate(mem, test, real=real)
             result["nas"][name] = r.to_dict()
             d = r.details
             lines.append(f"| {name} | {r.values[0]:.3f} | {d['selected']} ({d['selected_real_test_accuracy']:.1f}) | "

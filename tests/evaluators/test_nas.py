@@ -38,6 +38,27 @@ def test_nas_on_digits(digits):
         NASEvaluator(cfg).evaluate(proxy, test)
 
 
+def test_nas_real_ranking_is_trained_once_per_evaluator(digits, monkeypatch):
+    from evaluators import nas
+
+    real, test = digits
+    rnd = SYNTHESIZERS.get("random")
+    proxies = [rnd(rnd.Config(ipc=3), seed=s).fit(real) for s in (0, 1)]
+    space = {"width": [8], "depth": [1, 2], "act": ["relu"], "norm": ["none"], "pool": ["avgpooling"]}
+    cfg = NASConfig(space=space, num_architectures=2, proxy_epochs=2, real_epochs=1, val_size=200, augment="none",
+                    perf=FAST, progress=False)
+    sizes = []
+    train = nas.train_classifier
+    monkeypatch.setattr(nas, "train_classifier", lambda net, x, *a, **k: sizes.append(len(x)) or train(net, x, *a, **k))
+    evaluator = NASEvaluator(cfg, seed=0)
+    first, second = (evaluator.evaluate(p, test, real=real) for p in proxies)
+    real_size = len(real) - 200
+    assert sizes.count(real_size) == 2 and sizes.count(30) == 4  # 2 real fits in all, 2 proxy fits per proxy
+    assert first.details["real_val_accuracy"] == second.details["real_val_accuracy"]
+    fresh = NASEvaluator(cfg, seed=0).evaluate(proxies[1], test, real=real)
+    assert fresh.details["real_val_accuracy"] == second.details["real_val_accuracy"]  # the cache changes no result
+
+
 def test_cli_continual_and_nas(tmp_path, digits):
     real, _ = digits
     rnd = SYNTHESIZERS.get("random")
