@@ -141,6 +141,19 @@ def test_gnn_on_computation_trees_equals_gnn_on_the_graph():
         assert pooled.shape == (n, 2)
 
 
+def test_evaluator_scores_every_eval_every_epochs_and_after_the_last():
+    data = _toy()
+    synset = Mirage(MirageConfig(hops=1, support=0.5, progress=False)).fit(data)
+    res = GraphEvaluator(GraphEvalConfig(epochs=7, num_runs=2, eval_every=3, **FAST)).evaluate(synset, data)
+    assert set(res.details["best_epoch"]) <= {2, 5, 6} and res.details["eval_every"] == 3
+    both = GraphEvaluator(GraphEvalConfig(epochs=3, num_runs=2, extra_metrics=("roc_auc", "accuracy"), **FAST))
+    res = both.evaluate(synset, data)
+    assert res.metric == "accuracy" and res.details["test_extra"]["accuracy"] == res.values
+    assert all(0 <= v <= 100 for v in res.details["test_extra"]["roc_auc"])
+    with pytest.raises(ValueError, match="eval_every"):
+        GraphEvaluator(GraphEvalConfig(epochs=1, eval_every=0, **FAST)).evaluate(synset, data)
+
+
 def test_random_graphs_baseline_respects_the_byte_budget():
     data = _toy()
     synset = RandomGraphs(RandomGraphsConfig(budget_bytes=200), seed=1).fit(data)
