@@ -29,16 +29,18 @@ parallel (``--stage teacher|distill|check|eval|report``; ``all`` runs them in or
 arguments, and the report reads it back from what the stages recorded. The committed results are those of::
 
     python benchmarks/krr_st_transfer.py --stage all --threads 1 --work runs/krr_st_transfer \
-        --out benchmarks/results/krr_st_transfer
+        --out benchmarks/results/krr_st_transfer --linear-probe
 
 run as separate processes to use the wall-clock time: ``--stage teacher``, ``--stage eval --rows random`` and
 ``--stage eval --rows none`` in parallel, then ``--stage distill``, ``--stage eval --rows krr_st_init``,
-``--stage check``, ``--stage eval --rows krr_st``, ``--stage report`` (same default arguments throughout).
+``--stage check``, ``--stage eval --rows krr_st``, ``--stage report``; the four ``eval`` rows were then re-run with
+``--linear-probe`` in a second work directory sharing the teacher and sets (same default arguments throughout).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -83,6 +85,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--pretrain-epochs", type=int, default=50)
     p.add_argument("--finetune-iterations", type=int, default=200)
     p.add_argument("--target-per-class", type=int, default=500)
+    p.add_argument("--linear-probe", action="store_true",
+                   help="also a linear probe on the frozen pre-trained features (target subset -> test split)")
     return p.parse_args()
 
 
@@ -184,6 +188,7 @@ def _target(args: argparse.Namespace):
 
 
 def stage_eval(args: argparse.Namespace, real, work: Path, rows: list[str]) -> dict:
+    from ddistill.ssl import LinearProbeConfig
     from ddistill.synset import SyntheticSet
     from ddistill.utils.io import write_json
     from evaluators.transfer import TransferConfig, TransferEvaluator
@@ -206,11 +211,13 @@ def stage_eval(args: argparse.Namespace, real, work: Path, rows: list[str]) -> d
             pretrain = "hard" if row == "random" else "none"
         cfg = TransferConfig(model=args.model, model_kwargs=_model_kwargs(args), num_runs=args.runs,
                              pretrain=pretrain, pretrain_epochs=args.pretrain_epochs,
-                             finetune_iterations=args.finetune_iterations)
+                             finetune_iterations=args.finetune_iterations, linear_probe=args.linear_probe,
+                             probe=LinearProbeConfig(iterations=args.probe_iterations))
         t0 = time.perf_counter()
         res = TransferEvaluator(cfg, seed=args.seed).evaluate(synset, target_test, downstream_train=target_train)
         result = {"row": row, "label": ROW_LABELS[row], "set_size": int(synset.x.shape[0]),
                   "target_per_class": args.target_per_class,
+                  "linear_probe_iterations": args.probe_iterations if args.linear_probe else None,
                   "values": res.values, "mean": res.mean, "std": res.std, "details": res.details,
                   "seconds": time.perf_counter() - t0}
         write_json(path, result)
@@ -304,6 +311,11 @@ def stage_report(args: argparse.Namespace, work: Path) -> None:
     distill = json.loads((work / "krr_st.json").read_text())
     rows = {r: json.loads((work / f"row_{r}.json").read_text()) for r in ROWS if (work / f"row_{r}.json").exists()}
     change = image_change(work, Path(args.out).with_suffix(".png"))
+    # The teacher is small (a width-32 ConvNet): keep a copy with the results for reuse (`ddistill.ssl.load_teacher`).
+    teacher_copy = Path(args.out).parent / "sets" / "krr_st_teacher_cifar10.pt"
+    teacher_copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(work / "teacher.pt", teacher_copy)
+    teacher = {**teacher, "committed_copy": str(teacher_copy)}
     check = json.loads((work / "krr_loss_check.json").read_text())
     losses = distill["losses"]
     k = max(1, len(losses) // 10)
@@ -311,7 +323,7 @@ def stage_report(args: argparse.Namespace, work: Path) -> None:
     machine = machine_info()
     machine["torch_threads"] = args.threads
     command = (f"python benchmarks/krr_st_transfer.py --stage all --threads {args.threads} --work {args.work} "
-               f"--out {args.out}")
+               f"--out {args.out}" + (" --linear-probe" if args.linear_probe else ""))
     # The budget is read back from what each stage recorded, so the report cannot disagree with the runs.
     tc, kc = teacher["config"], distill["config"]
     budget = {
@@ -358,15 +370,16 @@ def stage_report(args: argparse.Namespace, work: Path) -> None:
         f"Command: `{command}` (run as separate stage processes, see the script's docstring).\n"),
         (f"**Teacher** (Barlow Twins, {b['teacher']['epochs']} epochs on {b['teacher']['images']} train images, "
         f"batch {b['teacher']['batch_size']}, projector {b['teacher']['projector_dims']}, "
-        f"{t['train_seconds'] / 60:.1f} min): linear-probe accuracy **{t['linear_probe_accuracy']:.2f} %** "
+        f"{t['train_seconds'] / 60:.1f} min wall on the shared CPU): linear-probe accuracy **{t['linear_probe_accuracy']:.2f} %** "
         f"(frozen {t['model']} features, probe trained on the 50k train split for "
-        f"{b['teacher']['probe_iterations']} iterations, tested on the 10k test split).\n"),
+        f"{b['teacher']['probe_iterations']} iterations, tested on the 10k test split). Teacher file: "
+        f"`{t['committed_copy']}`.\n"),
         (f"**KRR-ST set**: N = {d['num_images']} images ({100 * d['fraction_of_source']:.1f} % of the "
         f"{round(d['num_images'] / d['fraction_of_source'])} source images), {d['iterations']} outer steps, real batch "
         f"{b['krr_st']['batch_real']}, pool M = {b['krr_st']['num_models']}, T = {b['krr_st']['online_iteration']}, "
         f"AdamW lr {b['krr_st']['lr']:g}; KRR loss (mean over the first / last {loss_window['steps']} steps; each step "
         f"uses a different pool network, so single steps are noisy) {loss_window['first']:.4g} -> "
-        f"{loss_window['last']:.4g}; {d['seconds_incl_pool_init'] / 60:.1f} min including the pool initialisation. The images "
+        f"{loss_window['last']:.4g}; {d['seconds_incl_pool_init'] / 60:.1f} min wall (shared CPU) including the pool initialisation. The images "
         f"moved by {change['mean_abs_pixel_change']:.4f} on average (max {change['max_abs_pixel_change']:.3f}) in "
         f"[0, 1] pixels from their initialisation; the targets by {change['mean_abs_target_change']:.4f} on average "
         f"(mean |target| {change['mean_abs_target_init']:.4f}). `krr_st_transfer.png`: the first "
@@ -382,16 +395,45 @@ def stage_report(args: argparse.Namespace, work: Path) -> None:
         f"10k) on a class-balanced labeled subset of the CIFAR-10 train split ({n_target} images, "
         f"{budget['transfer']['target_per_class']} per class); top-1 accuracy on the CIFAR-10 test split, "
         f"{b['transfer']['runs']} runs per row, mean ± std (population std).\n"),
-        "| pre-training set | images | test accuracy (%) | runs |",
-        "|---|---:|---:|---|",
     ]
+    probe = all("linear_probe" in row["details"] for row in rows.values())
+    if probe:
+        (probe_iterations,) = {row["linear_probe_iterations"] for row in rows.values()}
+        for row in rows.values():
+            v = row["details"]["linear_probe"]
+            m = sum(v) / len(v)
+            row["linear_probe_mean"], row["linear_probe_std"] = m, (sum((a - m) ** 2 for a in v) / len(v)) ** 0.5
+        write_json(out.with_suffix(".json"), result)
+        lines.append(f"Linear probe: logistic regression on the frozen pre-trained features (before fine-tuning), "
+                     f"trained on the same {n_target} labeled images for {probe_iterations} "
+                     f"iterations, tested on the CIFAR-10 test split.\n")
+    lines += ["| pre-training set | images | fine-tuned test accuracy (%) | runs |"
+              + (" linear probe (%) |" if probe else ""),
+              "|---|---:|---:|---|" + ("---:|" if probe else "")]
     for r in ROWS:
         if r not in rows:
             continue
         row = rows[r]
         size = str(row["set_size"]) if r != "none" else "–"
         runs = ", ".join(f"{v:.2f}" for v in row["values"])
-        lines.append(f"| {row['label']} | {size} | {row['mean']:.2f} ± {row['std']:.2f} | {runs} |")
+        cell = f" {row['linear_probe_mean']:.2f} ± {row['linear_probe_std']:.2f} |" if probe else ""
+        lines.append(f"| {row['label']} | {size} | {row['mean']:.2f} ± {row['std']:.2f} | {runs} |{cell}")
+    if "krr_st" in rows:
+        diffs = {other: rows["krr_st"]["mean"] - rows[other]["mean"] for other in ROWS if other in rows and
+                 other != "krr_st"}
+        result["krr_st_minus"] = diffs
+        write_json(out.with_suffix(".json"), result)
+        lines.append("\nFine-tuned accuracy of KRR-ST minus: "
+                     + "; ".join(f"{ROW_LABELS[k]} {v:+.2f} points" for k, v in diffs.items()) + ".")
+        if probe:
+            pdiffs = {other: rows["krr_st"]["linear_probe_mean"] - rows[other]["linear_probe_mean"] for other in diffs}
+            result["krr_st_minus_linear_probe"] = pdiffs
+            write_json(out.with_suffix(".json"), result)
+            lines.append("Linear-probe accuracy of KRR-ST minus: "
+                         + "; ".join(f"{ROW_LABELS[k]} {v:+.2f} points" for k, v in pdiffs.items()) + "."
+                         + (" At this budget the KRR-ST pre-training gives better frozen features than no "
+                            "pre-training, but fine-tuning does not keep the advantage."
+                            if pdiffs.get("none", 0) > 0 >= diffs.get("none", 0) else ""))
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
