@@ -11,10 +11,13 @@ the paper budget is in scripts/configs/datadam/.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
+from ddistill.config import to_dict
 from ddistill.data import load_real
+from ddistill.synset import SyntheticSet
 from ddistill.utils.io import machine_info, write_json
 from evaluators import ClassifierConfig, ClassifierEvaluator
 from synthesizers import SYNTHESIZERS
@@ -38,6 +41,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's)")
     p.add_argument("--plot-only", default=None, help="re-draw the learning-curve PNG from a results JSON and exit")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows already in --out's JSON that were run with this budget and seed")
+    p.add_argument("--reuse-distilled", nargs="*", default=[],
+                   help="earlier results JSONs: a DataDAM row there with the same synthesizer config and seed has its "
+                        "set (in sets/) re-evaluated at this budget instead of distilled again; its distillation "
+                        "time and curve are carried over and the row names the JSON it came from")
     args = p.parse_args()
     if args.plot_only:
         import json
@@ -58,7 +67,12 @@ def main() -> None:
               "budget": {"iterations": args.iterations, "batch_real": args.batch_real or "preset default",
                          "eval_epochs": args.epochs, "eval_models": args.models, "curve_every": args.eval_every,
                          "curve_models": args.curve_models},
-              "seed": args.seed, "published_source": "DataDAM (Sajedi et al. 2023) Table 1", "rows": rows}
+              "seed": args.seed, "command": " ".join(["python", "benchmarks/datadam_cifar10.py", *sys.argv[1:]]),
+              "published_source": "DataDAM (Sajedi et al. 2023) Table 1", "rows": rows}
+
+    done, earlier = previous_rows(args, out, result["budget"])
+    if done:
+        print(f"resuming: {sorted(done)} already in {out.with_suffix('.json')}", flush=True)
 
     def evaluator(models: int) -> ClassifierEvaluator:
         return ClassifierEvaluator(ClassifierConfig(num_models=models, epochs=args.epochs, progress=False),
@@ -66,15 +80,35 @@ def main() -> None:
 
     for ipc in args.ipc:
         rnd = SYNTHESIZERS.get("random")
-        res = evaluator(args.models).evaluate(rnd(rnd.Config(ipc=ipc), seed=args.seed).fit(real), test)
-        rows[f"random_ipc{ipc}"] = {**res.to_dict(), "ipc": ipc}
-        print(f"random IPC {ipc}: {res}", flush=True)
+        if f"random_ipc{ipc}" in done:
+            rows[f"random_ipc{ipc}"] = done[f"random_ipc{ipc}"]
+        else:
+            res = evaluator(args.models).evaluate(rnd(rnd.Config(ipc=ipc), seed=args.seed).fit(real), test)
+            rows[f"random_ipc{ipc}"] = {**res.to_dict(), "ipc": ipc}
+            print(f"random IPC {ipc}: {res}", flush=True)
+            write_json(out.with_suffix(".json"), result)
         for preset in args.presets:
             cls = SYNTHESIZERS.get("datadam")
             overrides = {"ipc": ipc, "iterations": args.iterations, "checkpoint_every": 0}
             if args.batch_real:
                 overrides["batch_real"] = args.batch_real
             cfg = cls.config_from_preset(preset, **overrides)
+            key = f"datadam_{preset}_ipc{ipc}"
+            if key in done:
+                rows[key] = done[key]
+                continue
+            set_path = sets_dir / f"datadam_{preset}_cifar10_ipc{ipc}.pt"
+            old = earlier.get(key)
+            if old and old["config"] == to_dict(cfg) and set_path.exists():
+                synset = SyntheticSet.load(set_path)
+                if synset.meta.get("config") == old["config"] and synset.meta.get("seed") == args.seed:
+                    res = evaluator(args.models).evaluate(synset, test)
+                    rows[key] = {**res.to_dict(), "ipc": ipc, "preset": preset, "config": old["config"],
+                                 "published": PUBLISHED.get(ipc), "distill_seconds": old["distill_seconds"],
+                                 "curve": old["curve"], "distilled_by": old["source"]}
+                    print(f"DataDAM {preset} IPC {ipc} (set from {old['source']}): {res}", flush=True)
+                    write_json(out.with_suffix(".json"), result)
+                    continue
             synth = cls(cfg, seed=args.seed)
             curve = []
 
@@ -98,20 +132,48 @@ def main() -> None:
             write_json(out.with_suffix(".json"), result)
     write_json(out.with_suffix(".json"), result)
     plot(rows, args, out.with_suffix(".png"))
+    command = " ".join(["python", "benchmarks/datadam_cifar10.py", *sys.argv[1:]])
     lines = ["# DataDAM on CIFAR-10 (JPEG mirror), CPU budget\n",
-             f"Command: `python benchmarks/datadam_cifar10.py --ipc {' '.join(map(str, args.ipc))} --presets "
-             f"{' '.join(args.presets)} --iterations {args.iterations} --eval-every {args.eval_every} --curve-models "
-             f"{args.curve_models} --epochs {args.epochs} --models {args.models} --out {args.out}`. Distillation: {args.iterations} iterations (paper 8000 / official 20000), "
+             f"Command: `{command}`. " f"Distillation: {args.iterations} iterations (paper 8000 / official 20000), "
              f"real batch per class {args.batch_real or 'of the preset (paper 256, official 64)'}. Evaluation: "
              f"{args.models} fresh ConvNet-3 (the set's distillation net: instance norm for `paper`, batch norm for "
              f"`official`), {args.epochs} epochs (paper 1000), DSA. Seed {args.seed}.\n",
              "| row | accuracy % | published (paper budget) | distill time |", "|---|---|---|---:|"]
     for name, r in rows.items():
         t = f"{r['distill_seconds'] / 60:.1f} min" if "distill_seconds" in r else ""
+        if "distilled_by" in r:
+            t += f" (set distilled by the run in `{Path(r['distilled_by']).name}`, same config and seed)"
         lines.append(f"| {name} | {r['mean']:.2f} ± {r['std']:.2f} | {r.get('published') or ''} | {t} |")
     lines.append(f"\nLearning curves: `{out.with_suffix('.png').name}`.")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def previous_rows(args: argparse.Namespace, out: Path, budget: dict) -> tuple[dict, dict]:
+    """(rows of ``out``'s JSON to keep under ``--resume``, DataDAM rows of ``--reuse-distilled`` JSONs by key).
+
+    A row is kept only if it was produced with the same budget and seed; a reused DataDAM row must also carry
+    the synthesizer config, which the caller compares with the requested one and with the set file's metadata.
+    """
+    import json
+
+    done: dict[str, dict] = {}
+    path = out.with_suffix(".json")
+    if args.resume and path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("budget") == budget and saved.get("seed") == args.seed:
+            done = saved["rows"]
+        else:
+            print(f"not resuming: {path} was run with budget {saved.get('budget')}, seed {saved.get('seed')}")
+    earlier: dict[str, dict] = {}
+    for src in args.reuse_distilled:
+        saved = json.loads(Path(src).read_text())
+        if saved.get("seed") != args.seed:
+            continue
+        for key, row in saved["rows"].items():
+            if key.startswith("datadam_") and "config" in row and "distilled_by" not in row:
+                earlier[key] = {**row, "source": src}
+    return done, earlier
 
 
 def plot(rows: dict, args: argparse.Namespace, path: Path) -> None:

@@ -1,0 +1,78 @@
+"""Cross-architecture accuracy of distilled sets: each set is scored by fresh networks of several architectures
+(the DC-style small-image ConvNet-3, AlexNet, VGG11, ResNet18 by default = ``EVAL_POOLS["cross"]``), next to a
+``random`` real subset of the same IPC scored by the same networks.
+
+    python benchmarks/cross_arch.py --sets benchmarks/results/sets/datadam_paper_cifar10_ipc10.pt \
+        --models 3 --epochs 300 --out benchmarks/results/cross_arch_cifar10_ipc10
+
+ConvNet-3 is scored with the network the set records (its distillation net); the other architectures use
+their defaults (batch norm where the architecture has it). Evaluation: SGD 0.01, momentum 0.9, wd 5e-4,
+x0.1 at half, DSA, ``--epochs`` epochs (papers: 1000).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ddistill.data import load_real
+from ddistill.models import EVAL_POOLS
+from ddistill.synset import SyntheticSet
+from ddistill.utils.io import machine_info, write_json
+from evaluators import ClassifierConfig, ClassifierEvaluator
+from synthesizers import SYNTHESIZERS
+
+CIFAR10 = {"alias": "cifar10_jpeg", "mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="../shared/data/cifar10-jpg.tar.gz")
+    p.add_argument("--sets", nargs="+", required=True, help="synset.pt files distilled from --data")
+    p.add_argument("--archs", nargs="*", default=EVAL_POOLS["cross"])
+    p.add_argument("--models", type=int, default=3, help="fresh networks per (set, architecture)")
+    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--no-random", action="store_true", help="skip the random-subset reference row")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="benchmarks/results/cross_arch_cifar10")
+    args = p.parse_args()
+    real, test = load_real("imagefolder", root=args.data, **CIFAR10)
+    sets = {Path(s).stem: SyntheticSet.load(s) for s in args.sets}
+    ipcs = {s.meta.get("ipc") for s in sets.values()}
+    if not args.no_random:
+        if len(ipcs) != 1 or None in ipcs:
+            raise SystemExit(f"a random reference row needs sets of one IPC; got {sorted(map(str, ipcs))}")
+        rnd = SYNTHESIZERS.get("random")
+        sets[f"random_ipc{ipcs.pop()}"] = rnd(rnd.Config(ipc=next(iter(sets.values())).meta["ipc"]),
+                                              seed=args.seed).fit(real)
+    table: dict[str, dict[str, dict]] = {}
+    out = Path(args.out)
+    result = {"benchmark": "cross_arch", "machine": machine_info(), "data": f"CIFAR-10 JPEG mirror ({args.data})",
+              "sets": args.sets, "budget": {"eval_models": args.models, "eval_epochs": args.epochs},
+              "seed": args.seed, "command": " ".join(["python", "benchmarks/cross_arch.py", *sys.argv[1:]]),
+              "results": table}
+    for name, synset in sets.items():
+        table[name] = {}
+        for arch in args.archs:
+            recorded = synset.meta.get("eval_model") or "convnet"
+            # The recorded net keeps its recorded kwargs (e.g. batch norm for the `official` preset).
+            cfg = ClassifierConfig(model=arch, model_kwargs=None if arch == recorded else {},
+                                   num_models=args.models, epochs=args.epochs, progress=False)
+            t0 = time.perf_counter()
+            res = ClassifierEvaluator(cfg, seed=args.seed).evaluate(synset, test)
+            table[name][arch] = {**res.to_dict(), "wall_seconds": time.perf_counter() - t0}
+            print(f"{name} / {arch}: {res}", flush=True)
+            write_json(out.with_suffix(".json"), result)  # after every cell: a long run keeps what it measured
+    lines = ["# Cross-architecture accuracy (CIFAR-10 JPEG mirror)\n", (f"Command: `{result['command']}`. "
+             f"{args.models} fresh networks x {args.epochs} epochs per cell (papers: 1000), DSA, seed {args.seed}.\n"),
+             "| set | " + " | ".join(args.archs) + " |", "|---|" + "---|" * len(args.archs)]
+    for name, row in table.items():
+        cells = [f"{row[a]['mean']:.2f} ± {row[a]['std']:.2f}" for a in args.archs]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
