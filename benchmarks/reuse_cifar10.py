@@ -12,6 +12,7 @@ sampled from the DC 720-architecture space, each trained ``--proxy-epochs`` on t
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ddistill.data import load_real
@@ -52,9 +53,10 @@ def main() -> None:
     }
     out = Path(args.out)
     result = {"benchmark": "reuse_cifar10", "machine": machine_info(), "data": "CIFAR-10 JPEG mirror", "ipc": ipc,
-              "datadam_set": args.datadam, "seed": args.seed, "continual": {}, "nas": {}}
+              "datadam_set": args.datadam, "seed": args.seed, "continual": {}, "nas": {},
+              "command": " ".join(["python", "benchmarks/reuse_cifar10.py", *sys.argv[1:]])}
     lines = [f"# Reuse of distilled sets, CIFAR-10 JPEG mirror, IPC {ipc}\n",
-             f"Command: `python benchmarks/reuse_cifar10.py --datadam {args.datadam}`. Seed {args.seed}.\n"]
+             f"Command: `{result['command']}`. Seed {args.seed}.\n"]
     if "continual" not in args.skip:
         cfg = ContinualConfig(stages=5, num_orders=args.runs, models_per_order=1, model="convnet", model_kwargs={},
                               epochs=args.cl_epochs, progress=False)
