@@ -12,6 +12,7 @@ x0.1 at half, DSA, ``--epochs`` epochs (papers: 1000).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -36,7 +37,12 @@ def main() -> None:
     p.add_argument("--no-random", action="store_true", help="skip the random-subset reference row")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results/cross_arch_cifar10")
+    p.add_argument("--report", nargs="*", default=None,
+                   help="only write a combined table (--out .md) from earlier results JSONs of this script")
     args = p.parse_args()
+    if args.report is not None:
+        report([json.loads(Path(f).read_text()) for f in args.report], Path(args.out))
+        return
     real, test = load_real("imagefolder", root=args.data, **CIFAR10)
     sets = {Path(s).stem: SyntheticSet.load(s) for s in args.sets}
     ipcs = {s.meta.get("ipc") for s in sets.values()}
@@ -64,15 +70,26 @@ def main() -> None:
             table[name][arch] = {**res.to_dict(), "wall_seconds": time.perf_counter() - t0}
             print(f"{name} / {arch}: {res}", flush=True)
             write_json(out.with_suffix(".json"), result)  # after every cell: a long run keeps what it measured
-    lines = ["# Cross-architecture accuracy (CIFAR-10 JPEG mirror)\n", (f"Command: `{result['command']}`. "
-             f"{args.models} fresh networks x {args.epochs} epochs per cell (papers: 1000), DSA, seed {args.seed}.\n"),
-             "| set | " + " | ".join(args.archs) + " |", "|---|" + "---|" * len(args.archs)]
-    for name, row in table.items():
-        cells = [f"{row[a]['mean']:.2f} ± {row[a]['std']:.2f}" for a in args.archs]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    report([result], out)
+
+
+def report(results: list[dict], out: Path) -> None:
+    """Markdown table (set x architecture, mean ± std over the fresh networks) of one or more runs' JSON."""
+    archs = list(dict.fromkeys(a for r in results for row in r["results"].values() for a in row))
+    cells: dict[str, dict[str, str]] = {}
+    for r in results:
+        for name, row in r["results"].items():
+            for a, v in row.items():
+                n = f"{len(v['values'])} x {v['epochs']} ep"
+                cells.setdefault(name, {})[a] = f"{v['mean']:.2f} ± {v['std']:.2f} ({n})"
+    lines = ["# Cross-architecture accuracy (CIFAR-10 JPEG mirror)\n",
+             "Commands: " + "; ".join(f"`{r['command']}`" for r in results) + ". Each cell: mean ± std over fresh "
+             "networks (count x epochs in brackets; papers: 1000 epochs), DSA, seed " + f"{results[0]['seed']}.\n",
+             "| set | " + " | ".join(archs) + " |", "|---|" + "---|" * len(archs)]
+    for name, row in cells.items():
+        lines.append(f"| {name} | " + " | ".join(row.get(a, "not run") for a in archs) + " |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
 
 if __name__ == "__main__":
     main()
