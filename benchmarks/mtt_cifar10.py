@@ -163,20 +163,7 @@ def stage_distill(args: argparse.Namespace) -> None:
     if args.datadam:
         # DataDAM (official preset) for the same CPU time as the MTT distillation: with one thread that is the same
         # wall-clock on an idle machine, and it is robust to other jobs sharing the cores (wall-clock is recorded).
-        dam = SYNTHESIZERS.get("datadam")
-        dcfg = dam.config_from_preset("official", ipc=args.ipc, iterations=10**6, checkpoint_every=0)
-        dsynth = dam(dcfg, seed=args.seed)
-
-        def stop(s, step, logs):
-            if time.process_time() - c1 >= cpu_seconds:
-                raise _Budget
-
-        t1, c1 = time.perf_counter(), time.process_time()
-        try:
-            dsynth.fit(real, callbacks=[stop], progress=False)
-        except _Budget:
-            pass
-        dseconds, dcpu = time.perf_counter() - t1, time.process_time() - c1
+        dsynth, dseconds, dcpu = datadam_for_cpu_time(real, args.ipc, args.seed, cpu_seconds)
         dset = dsynth.synthetic_set(real)
         dset.save(sets / f"datadam_same_clock_ipc{args.ipc}.pt")
         res = evaluate(dset)
@@ -186,32 +173,38 @@ def stage_distill(args: argparse.Namespace) -> None:
         save()
 
 
+def datadam_for_cpu_time(real, ipc: int, seed: int, cpu_seconds: float):
+    """DataDAM (official preset) run until this process has used ``cpu_seconds`` of CPU time.
+    Returns (synthesizer, wall seconds, CPU seconds)."""
+    from synthesizers import SYNTHESIZERS
+
+    dam = SYNTHESIZERS.get("datadam")
+    synth = dam(dam.config_from_preset("official", ipc=ipc, iterations=10**6, checkpoint_every=0), seed=seed)
+    t0, c0 = time.perf_counter(), time.process_time()
+
+    def stop(s, step, logs):
+        if time.process_time() - c0 >= cpu_seconds:
+            raise _Budget
+
+    try:
+        synth.fit(real, callbacks=[stop], progress=False)
+    except _Budget:
+        pass
+    return synth, time.perf_counter() - t0, time.process_time() - c0
+
+
 def stage_datadam(args: argparse.Namespace) -> None:
     """DataDAM (official preset) on mean/std-normalised data (its own recipe, no ZCA) for the CPU time of the MTT
     row of ``distill_ipc{ipc}_{recipe}.json``; the row is added to that file as ``datadam_nozca``."""
     from ddistill.data import load_real
     from evaluators import ClassifierConfig, ClassifierEvaluator
-    from synthesizers import SYNTHESIZERS
 
     work = Path(args.work)
     part = work / f"distill_ipc{args.ipc}_{args.recipe}.json"
     saved = json.loads(part.read_text())
     budget = saved["rows"]["mtt"]["distill_cpu_seconds"]
     real, test = load_real("imagefolder", root=args.data, **CIFAR10)
-    dam = SYNTHESIZERS.get("datadam")
-    dsynth = dam(dam.config_from_preset("official", ipc=args.ipc, iterations=10**6, checkpoint_every=0),
-                 seed=args.seed)
-
-    def stop(s, step, logs):
-        if time.process_time() - c1 >= budget:
-            raise _Budget
-
-    t1, c1 = time.perf_counter(), time.process_time()
-    try:
-        dsynth.fit(real, callbacks=[stop], progress=False)
-    except _Budget:
-        pass
-    dseconds, dcpu = time.perf_counter() - t1, time.process_time() - c1
+    dsynth, dseconds, dcpu = datadam_for_cpu_time(real, args.ipc, args.seed, budget)
     dset = dsynth.synthetic_set(real)
     dset.save(work / "sets" / f"datadam_nozca_same_clock_ipc{args.ipc}.pt")
     ev = ClassifierEvaluator(ClassifierConfig(num_models=args.models, epochs=args.eval_epochs, progress=False),
