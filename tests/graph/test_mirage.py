@@ -154,6 +154,18 @@ def test_evaluator_scores_every_eval_every_epochs_and_after_the_last():
         GraphEvaluator(GraphEvalConfig(epochs=1, eval_every=0, **FAST)).evaluate(synset, data)
 
 
+def test_evaluator_breaks_validation_ties_towards_the_later_epoch(monkeypatch):
+    # A flat validation score (e.g. accuracy stuck at the majority rate) must not pin the selection to the first
+    # epoch: the official loop keeps the later epoch on ties (best_val <= val).
+    from evaluators import graph as graph_eval
+
+    monkeypatch.setitem(graph_eval.GRAPH_METRICS._entries, "flat", lambda probs, y: 50.0)
+    data = _toy()
+    synset = Mirage(MirageConfig(hops=1, support=0.5, progress=False)).fit(data)
+    res = GraphEvaluator(GraphEvalConfig(epochs=5, num_runs=2, metric="flat", **FAST)).evaluate(synset, data)
+    assert res.details["best_epoch"] == [4, 4] and res.values == [50.0, 50.0]
+
+
 def test_random_graphs_baseline_respects_the_byte_budget():
     data = _toy()
     synset = RandomGraphs(RandomGraphsConfig(budget_bytes=200), seed=1).fit(data)
