@@ -8,9 +8,11 @@ next to the published Mirage figures (methods.md, section Mirage).
     python benchmarks/mirage_graphs.py --md-only benchmarks/results/mirage_graphs.json --alternatives
     python benchmarks/mirage_graphs.py --datasets mutag nci1 --gnns gcn gin --sources mirage --batch-norm \
         --timing-repeats 1 --out benchmarks/results/mirage_graphs_batchnorm_check
+    python benchmarks/mirage_graphs.py --datasets nci1 --gnns gcn gin gat --sources mirage --weight-decay 0.01 \
+        --timing-repeats 1 --out benchmarks/results/mirage_nci1_weight_decay_check
 
 The second line re-writes the notes and the .md and records the alternative thresholds of every dataset; the
-third is the batch-norm check quoted in the notes.
+third and fourth are the batch-norm and weight-decay checks quoted in the notes.
 
 Per-dataset hops / support and GNN hyper-parameters are in ``SPECS`` below (the official configs where methods.md
 has them, stated choices otherwise) and are written into the results together with the epoch budget. Every
