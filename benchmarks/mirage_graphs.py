@@ -314,8 +314,10 @@ def main() -> None:
         # The epoch is selected by validation ROC-AUC (the official scripts' criterion, the paper's metric); TU
         # rows also score test accuracy at that epoch
         select = "roc_auc" if args.select == "roc_auc" else data.info.metric
-        extra = tuple(m for m in ("roc_auc", "accuracy") if m != select and (m == "roc_auc" or data.info.metric ==
-                                                                                "accuracy"))
+        if select != "roc_auc":
+            extra = ("roc_auc",)
+        else:
+            extra = ("accuracy",) if data.info.metric == "accuracy" else ()
         sources = [s for s in args.sources if not (s == "full" and spec.get("skip_full"))]
         synset, timing = time_distillation(data, cfg, budget.get("timing_repeats", args.timing_repeats))
         meta = synset.meta
