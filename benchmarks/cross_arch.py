@@ -20,11 +20,10 @@ from pathlib import Path
 from ddistill.data import load_real
 from ddistill.models import EVAL_POOLS
 from ddistill.synset import SyntheticSet
-from ddistill.utils.io import machine_info, write_json
+from ddistill.io import machine_info, write_json
+from ddistill.utils.train import TrainRecipe
 from evaluators import ClassifierConfig, ClassifierEvaluator
 from synthesizers import SYNTHESIZERS
-
-CIFAR10 = {"alias": "cifar10_jpeg", "mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]}
 
 
 def main() -> None:
@@ -43,7 +42,7 @@ def main() -> None:
     if args.report is not None:
         report([json.loads(Path(f).read_text()) for f in args.report], Path(args.out))
         return
-    real, test = load_real("imagefolder", root=args.data, **CIFAR10)
+    real, test = load_real("cifar10_jpeg", root=args.data)
     sets = {Path(s).stem: SyntheticSet.load(s) for s in args.sets}
     ipcs = {s.meta.get("ipc") for s in sets.values()}
     if not args.no_random:
@@ -64,7 +63,7 @@ def main() -> None:
             recorded = synset.meta.get("eval_model") or "convnet"
             # The recorded net keeps its recorded kwargs (e.g. batch norm for the `official` preset).
             cfg = ClassifierConfig(model=arch, model_kwargs=None if arch == recorded else {},
-                                   num_models=args.models, epochs=args.epochs, progress=False)
+                                   num_models=args.models, train=TrainRecipe(epochs=args.epochs), progress=False)
             t0 = time.perf_counter()
             res = ClassifierEvaluator(cfg, seed=args.seed).evaluate(synset, test)
             table[name][arch] = {**res.to_dict(), "wall_seconds": time.perf_counter() - t0}

@@ -18,11 +18,10 @@ from pathlib import Path
 from ddistill.config import to_dict
 from ddistill.data import load_real
 from ddistill.synset import SyntheticSet
-from ddistill.utils.io import machine_info, write_json
+from ddistill.io import machine_info, write_json
+from ddistill.utils.train import TrainRecipe
 from evaluators import ClassifierConfig, ClassifierEvaluator
 from synthesizers import SYNTHESIZERS
-
-CIFAR10 = {"alias": "cifar10_jpeg", "mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]}
 PUBLISHED = {1: "32.0 ± 1.2", 10: "54.2 ± 0.8"}  # DataDAM Table 1 (ConvNet-3, paper budget)
 
 
@@ -59,7 +58,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    real, test = load_real("imagefolder", root=args.data, **CIFAR10)
+    real, test = load_real("cifar10_jpeg", root=args.data)
     out = Path(args.out)
     sets_dir = out.parent / "sets"
     rows: dict[str, dict] = {}
@@ -75,7 +74,8 @@ def main() -> None:
         print(f"resuming: {sorted(done)} already in {out.with_suffix('.json')}", flush=True)
 
     def evaluator(models: int) -> ClassifierEvaluator:
-        return ClassifierEvaluator(ClassifierConfig(num_models=models, epochs=args.epochs, progress=False),
+        return ClassifierEvaluator(ClassifierConfig(num_models=models, train=TrainRecipe(epochs=args.epochs),
+                                                    progress=False),
                                    seed=args.seed)
 
     for ipc in args.ipc:
@@ -119,9 +119,8 @@ def main() -> None:
                     print(f"  {preset} IPC {ipc} it {step}: {r}", flush=True)
 
             start = time.perf_counter()
-            synset = synth.fit(real, callbacks=[on_step], progress=False)
+            synset = synth.fit(real, callbacks=[on_step])
             seconds = time.perf_counter() - start
-            synset.meta["data"] = {"name": "imagefolder", "root": args.data, "kwargs": CIFAR10}
             synset.save(sets_dir / f"datadam_{preset}_cifar10_ipc{ipc}.pt")
             synset.save_grid(sets_dir / f"datadam_{preset}_cifar10_ipc{ipc}.png")
             res = evaluator(args.models).evaluate(synset, test)

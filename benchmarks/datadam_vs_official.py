@@ -82,11 +82,11 @@ def accuracy(args: argparse.Namespace) -> dict:
 
     from ddistill.data import load_real
     from ddistill.synset import SyntheticSet
+    from ddistill.utils.train import TrainRecipe
     from evaluators import ClassifierConfig, ClassifierEvaluator
     from synthesizers import SYNTHESIZERS
 
-    real, test = load_real("imagefolder", root=args.data, alias="cifar10_jpeg",
-                           mean=[0.4914, 0.4822, 0.4465], std=[0.2023, 0.1994, 0.2010])
+    real, test = load_real("cifar10_jpeg", root=args.data)
     n = args.accuracy_iterations
     cls = SYNTHESIZERS.get("datadam")
     cfg = cls.config_from_preset("official", ipc=10, iterations=n, batch_real=64, checkpoint_every=0)
@@ -103,7 +103,8 @@ def accuracy(args: argparse.Namespace) -> dict:
     # Same encoding (CIFAR mean/std normalisation), class-block layout and evaluation network as our set.
     official = SyntheticSet(tensors={"x": saved["images"].float(), "y": saved["labels"]},
                             meta={**ours.meta, "synthesizer": "official main_DataDAM.py", "config": {}})
-    evaluator = ClassifierEvaluator(ClassifierConfig(num_models=args.models, epochs=args.epochs, progress=False),
+    evaluator = ClassifierEvaluator(ClassifierConfig(num_models=args.models, train=TrainRecipe(epochs=args.epochs),
+                                                     progress=False),
                                     seed=args.seed)
     res_ours, res_off = evaluator.evaluate(ours, test), evaluator.evaluate(official, test)
     print(f"accuracy: ddistill {res_ours}  official {res_off}", flush=True)
@@ -129,7 +130,7 @@ def main() -> None:
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--out", default="benchmarks/results/datadam_vs_official")
     args = p.parse_args()
-    from ddistill.utils.io import machine_info, write_json
+    from ddistill.io import machine_info, write_json
 
     commit = subprocess.run(["git", "-C", args.official_dir, "rev-parse", "--short", "HEAD"], check=False,
                             capture_output=True,

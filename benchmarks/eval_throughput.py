@@ -22,10 +22,9 @@ from torch import nn
 from ddistill.augment import DSA
 from ddistill.data import load_real
 from ddistill.models import create_model
-from ddistill.utils.io import machine_info, write_json
+from ddistill.io import machine_info, write_json
 from ddistill.utils.perf import PerfConfig
 
-CIFAR10_MEAN_STD = {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]}
 
 
 @dataclass
@@ -105,6 +104,7 @@ def throughput(args, real) -> dict:
 
 def accuracy_effect(args, real, test) -> dict:
     """Same random IPC-10 set, same model seeds and DSA draws: only the numerics of the setting differ."""
+    from ddistill.utils.train import TrainRecipe
     from evaluators import ClassifierConfig, ClassifierEvaluator
     from synthesizers import SYNTHESIZERS
 
@@ -113,7 +113,8 @@ def accuracy_effect(args, real, test) -> dict:
     out = {}
     for name in args.acc_settings:
         s = next(s for s in SETTINGS if s.name == name)
-        cfg = ClassifierConfig(model="convnet", num_models=args.acc_models, epochs=args.acc_epochs, perf=s.perf,
+        cfg = ClassifierConfig(model="convnet", num_models=args.acc_models, train=TrainRecipe(epochs=args.acc_epochs),
+                               perf=s.perf,
                                model_kwargs={"norm": "instancenorm_native" if s.native_groupnorm else "instancenorm"},
                                progress=False)
         res = ClassifierEvaluator(cfg, seed=0).evaluate(synset, test)
@@ -137,7 +138,7 @@ def main() -> None:
     p.add_argument("--acc-settings", nargs="*",
                    default=["pytorch_default", "bf16_autocast", "channels_last+bf16+compile"])
     args = p.parse_args()
-    real, test = load_real("imagefolder", root=args.data, alias="cifar10_jpeg", **CIFAR10_MEAN_STD)
+    real, test = load_real("cifar10_jpeg", root=args.data)
     print("throughput (images/s, higher is better)", flush=True)
     thr = throughput(args, real)
     print("accuracy effect", flush=True)

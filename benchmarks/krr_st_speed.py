@@ -1,5 +1,6 @@
-"""KRR-ST distillation cost on the CPU: seconds per outer iteration, its split (teacher forward on the real batch,
-KRR loss forward, backward, AdamW step, the online SGD step of the drawn pool model) and peak memory, for N synthetic
+"""KRR-ST distillation cost on the CPU: seconds per outer iteration (the library's own ``synth.step``), its split
+(teacher forward on the real batch, KRR loss forward, backward, one online SGD step of a pool model, each timed by
+calling the public pieces on their own) and peak memory, for N synthetic
 images and a real batch of B images, with the method's default networks (methods.md 1.1/1.2: ConvNet-3 128-256-512
 BN as the pool network, Barlow Twins ResNet-18 with the 3x3 stem, padding 2, D = 512, as the teacher).
 
@@ -7,7 +8,7 @@ Each setting runs in a fresh subprocess with 1 torch thread. Peak memory is the 
 process's state after loading the CIFAR-10 JPEG mirror (the 50k encoded training images). Wall time and process CPU
 time (user + system, ``getrusage``) are both recorded: on a shared machine the wall time is inflated by other jobs.
 The teacher and the pool networks are randomly initialised (the cost of a step does not depend on their weights),
-and the pool is not pre-trained (``ModelPool.initialize`` with zero steps); the time of one online SGD step is
+and the pool is not pre-trained (``init_pool([0] * M)``); the time of one online SGD step is
 reported, from which the pool initialisation cost follows (M * (T + 1) / 2 such steps on average).
 
     python benchmarks/krr_st_speed.py --settings 1000:1024 500:256 --iters 3 --warmup 1 \
@@ -24,8 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-CIFAR10 = {"alias": "cifar10_jpeg", "mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]}
-PARTS = ("teacher_forward", "krr_loss_forward", "backward", "adamw_step", "pool_online_step")
+PARTS = ("teacher_forward", "krr_loss_forward", "backward", "pool_online_step")
 
 
 def _cpu() -> float:
@@ -35,63 +35,65 @@ def _cpu() -> float:
 
 def run_one(args: argparse.Namespace, num_images: int, batch_real: int) -> dict:
     import torch
+    from torch import nn
 
     torch.set_num_threads(args.threads)
     from ddistill.data import load_real
     from ddistill.models import create_model
     from synthesizers import SYNTHESIZERS
 
-    real, _ = load_real("imagefolder", root=args.data, **CIFAR10)
+    real, _ = load_real("cifar10_jpeg", root=args.data)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    teacher = create_model(args.teacher_model, in_channels=3, num_classes=0, image_size=(32, 32),
-                           **json.loads(args.teacher_kwargs))
+
+    class TimedTeacher(nn.Module):
+        """The teacher, timing its own forward passes (KRR-ST takes any module as its teacher)."""
+
+        def __init__(self, net: nn.Module) -> None:
+            super().__init__()
+            self.net, self.seconds = net, 0.0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            t = time.perf_counter()
+            out = self.net(x)
+            self.seconds += time.perf_counter() - t
+            return out
+
+    teacher = TimedTeacher(create_model(args.teacher_model, in_channels=3, num_classes=0, image_size=(32, 32),
+                                        **json.loads(args.teacher_kwargs)))
     cls = SYNTHESIZERS.get("krr_st")
     cfg = cls.config_from_preset("cifar100", num_images=num_images, batch_real=batch_real, model=args.model,
                                  iterations=args.warmup + args.iters, checkpoint_every=0)
     synth = cls(cfg, seed=0, teacher=teacher)
     synth.setup(real)
     # An untrained pool: the cost of a step does not depend on the pool's weights (see the module docstring).
-    synth.pool.initialize(synth.params["x"].detach(), synth.params["y"].detach(), [0] * cfg.num_models)
-    synth._pool_ready = True
+    synth.init_pool([0] * cfg.num_models)
 
-    # Wrap the teacher forward to time it inside the loss.
-    t_teacher = [0.0]
-    forward = synth._teacher_forward
-
-    def timed_teacher(x, batch_size=1024):
-        t = time.perf_counter()
-        out = forward(x, batch_size)
-        t_teacher[0] += time.perf_counter() - t
-        return out
-
-    synth._teacher_forward = timed_teacher
     split: dict[str, list[float]] = {k: [] for k in (*PARTS, "total")}
     cpu_total: list[float] = []
     losses = []
     for step in range(args.warmup + args.iters):
-        t_teacher[0] = 0.0
         c0 = _cpu()
         t0 = time.perf_counter()
-        loss = synth.loss(real, step)
-        t1 = time.perf_counter()
-        for opt in synth.opts:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        t2 = time.perf_counter()
-        for opt in synth.opts:
-            opt.step()
-        t3 = time.perf_counter()
-        synth.after_step(step)
-        t4 = time.perf_counter()
+        logs = synth.step(real)  # exactly what fit() runs
+        total = time.perf_counter() - t0
         c1 = _cpu()
-        losses.append(float(loss.detach()))
+        losses.append(logs["loss"])
+        # The split: the public pieces of one more step, on their own (no AdamW step, so the set is unchanged).
+        teacher.seconds = 0.0
+        t0 = time.perf_counter()
+        loss = synth.loss(real, synth.completed_steps)
+        t1 = time.perf_counter()
+        loss.backward()
+        synth.params["x"].grad = synth.params["y"].grad = None
+        t2 = time.perf_counter()
+        synth.pool.train_step(0, synth.params["x"].detach(), synth.params["y"].detach())
+        t3 = time.perf_counter()
         if step >= args.warmup:
-            split["teacher_forward"].append(t_teacher[0])
-            split["krr_loss_forward"].append(t1 - t0 - t_teacher[0])
+            split["teacher_forward"].append(teacher.seconds)
+            split["krr_loss_forward"].append(t1 - t0 - teacher.seconds)
             split["backward"].append(t2 - t1)
-            split["adamw_step"].append(t3 - t2)
-            split["pool_online_step"].append(t4 - t3)
-            split["total"].append(t4 - t0)
+            split["pool_online_step"].append(t3 - t2)
+            split["total"].append(total)
             cpu_total.append(c1 - c0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
@@ -131,7 +133,7 @@ def main() -> None:
         n, b = (int(v) for v in args.one.split(":"))
         print(json.dumps(run_one(args, n, b)))
         return
-    from ddistill.utils.io import machine_info
+    from ddistill.io import machine_info
 
     command = ("python benchmarks/krr_st_speed.py --settings " + " ".join(args.settings)
                + f" --iters {args.iters} --warmup {args.warmup} --threads {args.threads}"
@@ -163,7 +165,7 @@ def main() -> None:
 def finish(result: dict, out: Path) -> None:
     """Adds the CPU-time view of each row (the wall-clock split scaled by the row's CPU/wall ratio, i.e. what the
     parts cost on an unshared core) and writes the JSON and the .md table."""
-    from ddistill.utils.io import write_json
+    from ddistill.io import write_json
 
     rows = result["rows"]
     for r in rows:

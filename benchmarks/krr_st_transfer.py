@@ -1,6 +1,6 @@
 """KRR-ST transfer at a CPU budget on the CIFAR-10 JPEG mirror (issue #5): teacher, distillation, transfer table.
 
-1. **Teacher**: Barlow Twins (``ddistill.ssl.train_teacher``) on a generator-drawn subset of the CIFAR-10 training
+1. **Teacher**: Barlow Twins (``synthesizers.krr_st.teacher.train_teacher``) on a generator-drawn subset of the CIFAR-10 training
    split (labels unused), then a linear probe on frozen features (train split -> test split).
 2. **Distill**: KRR-ST (``synthesizers/krr_st.py``) distils N unlabeled images + D-dim targets from the training split.
 3. **Transfer** (``evaluators/transfer.py``), ``--runs`` runs per row, each pre-trains a fresh network on its set and
@@ -39,12 +39,12 @@ run as separate processes to use the wall-clock time: ``--stage teacher``, ``--s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import time
 from pathlib import Path
 
-CIFAR10 = {"alias": "cifar10_jpeg", "mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]}
 ROWS = ("krr_st", "random", "krr_st_init", "none")
 ROW_LABELS = {
     "krr_st": "KRR-ST set (MSE to learned targets)",
@@ -95,14 +95,9 @@ def _model_kwargs(args: argparse.Namespace) -> dict:
 
 
 def stage_teacher(args: argparse.Namespace, real, test, work: Path) -> dict:
-    from ddistill.ssl import (
-        BarlowTwinsConfig,
-        LinearProbeConfig,
-        linear_probe,
-        save_teacher,
-        train_teacher,
-    )
-    from ddistill.utils.io import write_json
+    from ddistill.io import write_json
+    from ddistill.utils.probe import LinearProbeConfig, linear_probe
+    from synthesizers.krr_st.teacher import BarlowTwinsConfig, save_teacher, train_teacher
     from ddistill.utils.seed import derive_seed, make_generator
 
     out = work / "teacher.pt"
@@ -137,9 +132,10 @@ def stage_teacher(args: argparse.Namespace, real, test, work: Path) -> dict:
 
 
 def stage_distill(args: argparse.Namespace, real, work: Path) -> dict:
+    from ddistill.io import write_json
     from ddistill.synset import SyntheticSet
-    from ddistill.utils.io import write_json
     from synthesizers import SYNTHESIZERS
+    from synthesizers.callbacks import Checkpoint
 
     summary_path = work / "krr_st.json"
     if summary_path.exists() and (work / "krr_st.pt").exists() and (work / "krr_st_init.pt").exists():
@@ -150,13 +146,13 @@ def stage_distill(args: argparse.Namespace, real, work: Path) -> dict:
                   "online_iteration": args.online_iteration, "batch_real": args.batch_real, "lr": args.lr}
     # The set before any outer step: same seed, so the same images and teacher targets as the run below starts from.
     init = cls(cls.config_from_preset("cifar100", iterations=0, checkpoint_every=0, **common), seed=args.seed)
-    init.fit(real, progress=False).save(work / "krr_st_init.pt")
+    init.fit(real).save(work / "krr_st_init.pt")
     cfg = cls.config_from_preset("cifar100", iterations=args.iterations, checkpoint_every=50, **common)
     synth = cls(cfg, seed=args.seed)
     losses: list[float] = []
     t0 = time.perf_counter()
-    synset: SyntheticSet = synth.fit(real, checkpoint=work / "krr_st.ckpt", resume=True,
-                                     callbacks=[lambda s, step, logs: losses.append(logs["loss"])])
+    synset: SyntheticSet = synth.fit(real, callbacks=[Checkpoint(work / "krr_st.ckpt", cfg.checkpoint_every, resume=True),
+                                                      lambda s, step, logs: losses.append(logs["loss"])])
     seconds = time.perf_counter() - t0
     synset.save(work / "krr_st.pt")
     summary = {"set": str(work / "krr_st.pt"), "num_images": args.num_images,
@@ -177,8 +173,8 @@ def _target(args: argparse.Namespace):
     from ddistill.data import get_dataset
     from ddistill.utils.seed import derive_seed, make_generator
 
-    train = get_dataset("imagefolder", root=args.data, split="train", **CIFAR10)
-    test = get_dataset("imagefolder", root=args.data, split="test", **CIFAR10)
+    train = get_dataset("cifar10_jpeg", root=args.data, split="train")
+    test = get_dataset("cifar10_jpeg", root=args.data, split="test")
     gen = make_generator(derive_seed(args.seed, 7001))
     idx = []
     for c in range(int(train.info.num_classes)):
@@ -188,9 +184,10 @@ def _target(args: argparse.Namespace):
 
 
 def stage_eval(args: argparse.Namespace, real, work: Path, rows: list[str]) -> dict:
-    from ddistill.ssl import LinearProbeConfig
+    from ddistill.data import EvalData
+    from ddistill.io import write_json
     from ddistill.synset import SyntheticSet
-    from ddistill.utils.io import write_json
+    from ddistill.utils.probe import LinearProbeConfig
     from evaluators.transfer import TransferConfig, TransferEvaluator
     from synthesizers import SYNTHESIZERS
 
@@ -210,11 +207,13 @@ def stage_eval(args: argparse.Namespace, real, work: Path, rows: list[str]) -> d
             synset = rnd(rnd.config_from_preset(None, ipc=ipc), seed=args.seed).fit(real)
             pretrain = "hard" if row == "random" else "none"
         cfg = TransferConfig(model=args.model, model_kwargs=_model_kwargs(args), num_runs=args.runs,
-                             pretrain=pretrain, pretrain_epochs=args.pretrain_epochs,
-                             finetune_iterations=args.finetune_iterations, linear_probe=args.linear_probe,
+                             pretrain=pretrain, pretrain_recipe={"epochs": args.pretrain_epochs},
+                             finetune=dataclasses.replace(TransferConfig().finetune, iterations=args.finetune_iterations),
+                             linear_probe=args.linear_probe,
                              probe=LinearProbeConfig(iterations=args.probe_iterations))
         t0 = time.perf_counter()
-        res = TransferEvaluator(cfg, seed=args.seed).evaluate(synset, target_test, downstream_train=target_train)
+        data = EvalData(downstream={target_train.info.name: (target_train, target_test)})
+        res = TransferEvaluator(cfg, seed=args.seed).evaluate(synset, data)
         result = {"row": row, "label": ROW_LABELS[row], "set_size": int(synset.x.shape[0]),
                   "target_per_class": args.target_per_class,
                   "linear_probe_iterations": args.probe_iterations if args.linear_probe else None,
@@ -237,9 +236,9 @@ def stage_check(args: argparse.Namespace, test, work: Path, nets: int = 2, steps
 
     from ddistill.data import Encoding
     from ddistill.models import ModelFamily
-    from ddistill.ssl import load_teacher
+    from ddistill.io import write_json
     from ddistill.synset import SyntheticSet
-    from ddistill.utils.io import write_json
+    from synthesizers.krr_st.teacher import load_teacher
     from ddistill.utils.seed import derive_seed, make_generator
     from synthesizers.krr_st import krr_predict
 
@@ -305,13 +304,13 @@ def image_change(work: Path, png: Path, count: int = 16) -> dict:
 
 
 def stage_report(args: argparse.Namespace, work: Path) -> None:
-    from ddistill.utils.io import machine_info, write_json
+    from ddistill.io import machine_info, write_json
 
     teacher = json.loads((work / "teacher.json").read_text())
     distill = json.loads((work / "krr_st.json").read_text())
     rows = {r: json.loads((work / f"row_{r}.json").read_text()) for r in ROWS if (work / f"row_{r}.json").exists()}
     change = image_change(work, Path(args.out).with_suffix(".png"))
-    # The teacher is small (a width-32 ConvNet): keep a copy with the results for reuse (`ddistill.ssl.load_teacher`).
+    # The teacher is small (a width-32 ConvNet): keep a copy with the results for reuse (`synthesizers.krr_st.teacher.load_teacher`).
     teacher_copy = Path(args.out).parent / "sets" / "krr_st_teacher_cifar10.pt"
     teacher_copy.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(work / "teacher.pt", teacher_copy)
@@ -450,7 +449,7 @@ def main() -> None:
         return
     from ddistill.data import load_real
 
-    real, test = load_real("imagefolder", root=args.data, **CIFAR10)
+    real, test = load_real("cifar10_jpeg", root=args.data)
     if args.stage in ("teacher", "all"):
         stage_teacher(args, real, test, work)
     if args.stage in ("distill", "all"):

@@ -34,10 +34,15 @@ from typing import Any
 
 import torch
 
+from ddistill.config import from_dict
 from ddistill.data.graph import load_graph_dataset
-from ddistill.utils.io import machine_info, write_json
+from ddistill.io import machine_info, write_json
 from evaluators.graph import GraphEvalConfig, GraphEvaluator
-from synthesizers.mirage import Mirage, MirageConfig, RandomGraphs, RandomGraphsConfig
+from synthesizers.mirage import Mirage, MirageConfig
+from synthesizers.random_graphs import RandomGraphs, RandomGraphsConfig
+
+#: Keys of the benchmark's evaluation specs that belong to the training recipe (the rest are GNN settings).
+RECIPE_KEYS = ("lr", "weight_decay", "batch_size")
 
 GNNS = ("gcn", "gin", "gat")
 SOURCES = ("mirage", "random", "full")
@@ -351,10 +356,12 @@ def main() -> None:
                 for seed in args.seeds:
                     full = source == "full"
                     train_cfg = {**spec["eval"], **(spec.get("full_eval", {}) if full else {})}
-                    ecfg = GraphEvalConfig(model=gnn, layers=hops, epochs=budget["full_epochs" if full else "epochs"],
-                                           eval_every=1 if full else budget["eval_every"], num_runs=1,
-                                           threads=args.threads, progress=False, metric=select,
-                                           extra_metrics=extra, **train_cfg)
+                    recipe = {k: v for k, v in train_cfg.items() if k in RECIPE_KEYS}
+                    recipe["epochs"] = budget["full_epochs" if full else "epochs"]
+                    ecfg = from_dict(GraphEvalConfig, {
+                        "model": gnn, "layers": hops, "eval_every": 1 if full else budget["eval_every"], "num_runs": 1,
+                        "threads": args.threads, "progress": False, "metric": select, "extra_metrics": list(extra),
+                        "train": recipe, **{k: v for k, v in train_cfg.items() if k not in RECIPE_KEYS}})
                     ev = GraphEvaluator(ecfg, seed=seed)
                     if source == "mirage":
                         res = ev.evaluate(synset, data)

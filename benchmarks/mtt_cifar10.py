@@ -46,7 +46,6 @@ from pathlib import Path
 
 import torch
 
-CIFAR10 = {"alias": "cifar10_jpeg", "mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]}
 PUBLISHED_MTT = {1: "46.3 ± 0.8", 10: "65.3 ± 0.7"}  # MTT (Cazenavette et al. 2022) Table 1, ConvNet-3
 PAPER_BUDGET = {"experts": 100, "expert_epochs": 50, "iterations": 5000, "eval_epochs": 1000}  # methods.md
 DEFAULT_WORK = "/tmp/ddistill_mtt_cifar10"
@@ -55,7 +54,7 @@ DEFAULT_WORK = "/tmp/ddistill_mtt_cifar10"
 def load(args: argparse.Namespace):
     from ddistill.data import load_real
 
-    return load_real("imagefolder", root=args.data, zca=True, **CIFAR10)
+    return load_real("cifar10_jpeg", root=args.data, zca=True)
 
 
 def subset(real, per_class: int, seed: int):
@@ -65,7 +64,7 @@ def subset(real, per_class: int, seed: int):
     g = make_generator(seed)
     idx = torch.cat([real.class_indices(c)[torch.randperm(real.class_count(c), generator=g)[:per_class]]
                      for c in range(real.num_classes)])
-    return dataclasses.replace(real, x=real.x[idx], y=real.y[idx])
+    return real.subset(idx)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -81,24 +80,19 @@ def stage_experts(args: argparse.Namespace) -> None:
 
 
 def _has_penalty(recipe: str) -> bool:
-    from ddistill.trajectories import EXPERT_PRESETS
+    from synthesizers.mtt import EXPERT_PRESETS
 
     return EXPERT_PRESETS[recipe].get("grad_penalty", 0.0) > 0
 
 
 def train_recipe(args, recipe, real, train, x_test, y_test, shard, shards) -> None:
-    from ddistill.trajectories import (
-        ExpertFile,
-        expert_config_from_preset,
-        train_expert,
-        trajectory_smoothness,
-    )
     from ddistill.utils.train import accuracy
+    from synthesizers.mtt import expert_config_from_preset, new_expert_file, train_expert, trajectory_smoothness
 
     work = Path(args.work)
     folder = work / f"experts_{recipe}"
     folder.mkdir(parents=True, exist_ok=True)
-    overrides = {"epochs": args.epochs}
+    overrides: dict = {"train": {"epochs": args.epochs}}
     if args.fast_experts:
         # bf16 autocast (fp32 weights, as mixed-precision training) and torch.compile: 3.6x on this ConvNet-3 + DSA
         # train step (benchmarks/results/eval_throughput.md). The gradient penalty differentiates twice, which
@@ -114,7 +108,7 @@ def train_recipe(args, recipe, real, train, x_test, y_test, shard, shards) -> No
         t0, c0 = time.perf_counter(), time.process_time()
         snaps = train_expert(train, cfg, index=i, seed=args.seed, progress=f"{recipe} expert {i}")
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-        ef = ExpertFile.for_run(real, cfg, args.seed, storage_dtype="float32")
+        ef = new_expert_file(real, cfg, args.seed, storage_dtype="float32")
         acc = 100.0 * accuracy(ef.build_model(snaps[-1]), x_test, y_test)
         ef.add(i, snaps, acc)
         ef.save(path)
@@ -130,14 +124,11 @@ def train_recipe(args, recipe, real, train, x_test, y_test, shard, shards) -> No
 # ---------------------------------------------------------------------------------------------------------------
 # Stage 2: distillation and evaluation
 # ---------------------------------------------------------------------------------------------------------------
-class _Budget(Exception):
-    """Raised by a callback to end a run at a wall-clock budget."""
-
-
 def stage_distill(args: argparse.Namespace) -> None:
-    from ddistill.utils.io import machine_info
+    from ddistill.io import machine_info
+    from ddistill.utils.train import TrainRecipe
     from evaluators import ClassifierConfig, ClassifierEvaluator
-    from synthesizers import SYNTHESIZERS
+    from synthesizers import SYNTHESIZERS, ProgressBar
 
     work = Path(args.work)
     sets = work / "sets"
@@ -146,8 +137,8 @@ def stage_distill(args: argparse.Namespace) -> None:
     num_epochs = json.loads(next(work.glob(f"experts_{args.recipe}_*.json")).read_text())["epochs"]
 
     def evaluate(synset):
-        ev = ClassifierEvaluator(ClassifierConfig(num_models=args.models, epochs=args.eval_epochs, progress=False),
-                                 seed=args.seed)
+        ev = ClassifierEvaluator(ClassifierConfig(num_models=args.models, train=TrainRecipe(epochs=args.eval_epochs),
+                                                  progress=False), seed=args.seed)
         return ev.evaluate(synset, test)
 
     rows: dict[str, dict] = {}
@@ -169,7 +160,7 @@ def stage_distill(args: argparse.Namespace) -> None:
     cfg = cls.config_from_preset(preset, **overrides)
     synth = cls(cfg, seed=args.seed)
     t0, c0 = time.perf_counter(), time.process_time()
-    synset = synth.fit(real, progress=True)
+    synset = synth.fit(real, callbacks=[ProgressBar()])
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     synset.save(sets / f"mtt_{args.recipe}_ipc{args.ipc}.pt")
     res = evaluate(synset)
@@ -194,28 +185,21 @@ def stage_distill(args: argparse.Namespace) -> None:
         dset.save(sets / f"datadam_same_clock_ipc{args.ipc}.pt")
         res = evaluate(dset)
         rows["datadam"] = {**res.to_dict(), "method": "DataDAM (official preset) on the same ZCA data, same CPU time",
-                           "iterations": dsynth.step, "distill_seconds": dseconds, "distill_cpu_seconds": dcpu}
-        print(f"DataDAM IPC {args.ipc} ({dsynth.step} it, {dseconds / 60:.1f} min): {res}", flush=True)
+                           "iterations": dsynth.completed_steps, "distill_seconds": dseconds,
+                           "distill_cpu_seconds": dcpu}
+        print(f"DataDAM IPC {args.ipc} ({dsynth.completed_steps} it, {dseconds / 60:.1f} min): {res}", flush=True)
         save()
 
 
 def datadam_for_cpu_time(real, ipc: int, seed: int, cpu_seconds: float):
     """DataDAM (official preset) run until this process has used ``cpu_seconds`` of CPU time.
     Returns (synthesizer, wall seconds, CPU seconds)."""
-    from synthesizers import SYNTHESIZERS
+    from synthesizers import SYNTHESIZERS, StopAfter
 
     dam = SYNTHESIZERS.get("datadam")
     synth = dam(dam.config_from_preset("official", ipc=ipc, iterations=10**6, checkpoint_every=0), seed=seed)
     t0, c0 = time.perf_counter(), time.process_time()
-
-    def stop(s, step, logs):
-        if time.process_time() - c0 >= cpu_seconds:
-            raise _Budget
-
-    try:
-        synth.fit(real, callbacks=[stop], progress=False)
-    except _Budget:
-        pass
+    synth.fit(real, callbacks=[StopAfter(cpu_seconds=cpu_seconds)])
     return synth, time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -223,24 +207,25 @@ def stage_datadam(args: argparse.Namespace) -> None:
     """DataDAM (official preset) on mean/std-normalised data (its own recipe, no ZCA) for the CPU time of the MTT
     row of ``distill_ipc{ipc}_{recipe}.json``; the row is added to that file as ``datadam_nozca``."""
     from ddistill.data import load_real
+    from ddistill.utils.train import TrainRecipe
     from evaluators import ClassifierConfig, ClassifierEvaluator
 
     work = Path(args.work)
     part = work / f"distill_ipc{args.ipc}_{args.recipe}.json"
     saved = json.loads(part.read_text())
     budget = saved["rows"]["mtt"]["distill_cpu_seconds"]
-    real, test = load_real("imagefolder", root=args.data, **CIFAR10)
+    real, test = load_real("cifar10_jpeg", root=args.data)
     dsynth, dseconds, dcpu = datadam_for_cpu_time(real, args.ipc, args.seed, budget)
     dset = dsynth.synthetic_set(real)
     dset.save(work / "sets" / f"datadam_nozca_same_clock_ipc{args.ipc}.pt")
-    ev = ClassifierEvaluator(ClassifierConfig(num_models=args.models, epochs=args.eval_epochs, progress=False),
-                             seed=args.seed)
+    ev = ClassifierEvaluator(ClassifierConfig(num_models=args.models, train=TrainRecipe(epochs=args.eval_epochs),
+                                              progress=False), seed=args.seed)
     res = ev.evaluate(dset, test)
-    saved["rows"]["datadam_nozca"] = {**res.to_dict(), "iterations": dsynth.step, "distill_seconds": dseconds,
+    saved["rows"]["datadam_nozca"] = {**res.to_dict(), "iterations": dsynth.completed_steps, "distill_seconds": dseconds,
                                       "distill_cpu_seconds": dcpu,
                                       "method": "DataDAM (official preset, mean/std data, no ZCA), same CPU time"}
     part.write_text(json.dumps(saved, default=str))
-    print(f"DataDAM (no ZCA) IPC {args.ipc} ({dsynth.step} it, {dcpu / 60:.1f} min CPU): {res}", flush=True)
+    print(f"DataDAM (no ZCA) IPC {args.ipc} ({dsynth.completed_steps} it, {dcpu / 60:.1f} min CPU): {res}", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -249,7 +234,7 @@ def stage_datadam(args: argparse.Namespace) -> None:
 def stage_report(args: argparse.Namespace) -> None:
     import statistics
 
-    from ddistill.utils.io import machine_info, write_json
+    from ddistill.io import machine_info, write_json
 
     work, out = Path(args.work), Path(args.out)
     experts: dict[str, list[dict]] = {}

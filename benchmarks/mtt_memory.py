@@ -10,7 +10,7 @@ Method. Every (syn_steps, mode, round, measure) runs in a fresh subprocess, and 
 (round r runs every syn_steps with both modes, the mode order alternating between rounds) so that both modes see
 the same machine state; memory (``--memory-rounds``) and time (``--rounds``) are measured in separate
 subprocesses because they need different allocator settings (below). In the subprocess the data, the expert file and the synthesizer are set up, ``warmup``
-full distillation iterations run (loss, backward, optimiser steps: the body of ``TrajectoryMatching.fit``),
+full distillation iterations run (``synth.step``: loss, backward, optimiser steps, exactly what ``fit`` runs),
 which also pays one-time costs (lazy imports of torch.func, kernel and thread-pool initialisation); then the
 resident set size is read (``/proc/self/status`` VmRSS), the kernel's peak-RSS mark is reset
 (``/proc/self/clear_refs`` = 5) and ``iters`` timed iterations run. Peak memory = VmHWM after them minus the
@@ -68,21 +68,16 @@ def _fake_cifar(per_class: int, seed: int):
 def _fake_experts(real, folder: Path, epochs: int, seed: int) -> Path:
     import torch
 
-    from ddistill.trajectories import (
-        ExpertConfig,
-        ExpertFile,
-        ParamLayout,
-        expert_family,
-    )
+    from synthesizers.mtt import ParamLayout, expert_config_from_preset, expert_family, new_expert_file
 
-    cfg = ExpertConfig(model="convnet", epochs=epochs)
+    cfg = expert_config_from_preset("mtt", model="convnet", train={"epochs": epochs})
     model = expert_family(real, cfg, seed).build(0, "cpu")
     layout = ParamLayout.from_module(model)
     g = torch.Generator().manual_seed(seed)
     snaps = [layout.flatten(model)]
     for _ in range(epochs):
         snaps.append(snaps[-1] + 1e-3 * torch.randn(layout.numel, generator=g))
-    f = ExpertFile.for_run(real, cfg, seed)
+    f = new_expert_file(real, cfg, seed)
     f.add(0, snaps)
     path = folder / "experts_00000-00000.pt"
     f.save(path)
@@ -123,13 +118,7 @@ def run_one(args: argparse.Namespace, syn_steps: int, mode: str) -> dict:
 
         def iteration(step: int) -> tuple[float, float]:
             t0, c0 = time.perf_counter(), time.process_time()
-            loss = synth.loss(real, step)
-            for opt in synth.opts:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in synth.opts:
-                opt.step()
-            del loss
+            synth.step(real)
             return time.perf_counter() - t0, time.process_time() - c0
 
         gc.collect()
@@ -178,7 +167,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(args, int(args.one[0]), args.one[1])))
         return
-    from ddistill.utils.io import machine_info, write_json
+    from ddistill.io import machine_info, write_json
 
     rows = []
     common = ["--ipc", str(args.ipc), "--per-class", str(args.per_class), "--epochs", str(args.epochs),

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 from ddistill.data import load_real
-from ddistill.utils.io import machine_info, write_json
+from ddistill.io import machine_info, write_json
+from ddistill.utils.train import TrainRecipe
 from evaluators import ClassifierConfig, ClassifierEvaluator
 from synthesizers import SYNTHESIZERS
 
-CIFAR10_MEAN_STD = {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]}
 PUBLISHED = {1: "14.4 ± 2.0", 10: "26.0 ± 1.2", 50: "43.4 ± 1.0", "full": "84.8 ± 0.1"}  # DC paper, Table 1
 
 
@@ -36,7 +36,7 @@ def main() -> None:
     args = p.parse_args()
     if len(args.epochs) != len(args.ipc):
         raise SystemExit("--epochs needs one value per --ipc")
-    real, test = load_real("imagefolder", root=args.data, alias="cifar10_jpeg", **CIFAR10_MEAN_STD)
+    real, test = load_real("cifar10_jpeg", root=args.data)
     out = Path(args.out)
     rows: dict[str, dict] = {}
 
@@ -52,7 +52,7 @@ def main() -> None:
     for ipc, epochs in zip(args.ipc, args.epochs):
         cls = SYNTHESIZERS.get("random")
         synset = cls(cls.Config(ipc=ipc), seed=args.seed).fit(real)
-        cfg = ClassifierConfig(model="convnet", num_models=args.models, epochs=epochs, progress=False)
+        cfg = ClassifierConfig(model="convnet", num_models=args.models, train=TrainRecipe(epochs=epochs), progress=False)
         t = time.perf_counter()
         res = ClassifierEvaluator(cfg, seed=args.seed).evaluate(synset, test)
         rows[f"random_ipc{ipc}"] = {**res.to_dict(), "ipc": ipc, "published": PUBLISHED[ipc],
@@ -60,7 +60,8 @@ def main() -> None:
         print(f"random IPC {ipc} ({epochs} epochs): {res}   published {PUBLISHED[ipc]}", flush=True)
         save()
     if args.full_epochs > 0:
-        cfg = ClassifierConfig(model="convnet", num_models=args.full_models, epochs=args.full_epochs, progress=True)
+        cfg = ClassifierConfig(model="convnet", num_models=args.full_models, train=TrainRecipe(epochs=args.full_epochs),
+                               progress=True)
         t = time.perf_counter()
         res = ClassifierEvaluator(cfg, seed=args.seed).evaluate_real(real, test)
         rows["whole_dataset"] = {**res.to_dict(), "published": PUBLISHED["full"], "wall_seconds": time.perf_counter() - t}

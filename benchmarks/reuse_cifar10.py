@@ -15,15 +15,39 @@ import argparse
 import sys
 from pathlib import Path
 
-from ddistill.data import load_real
+import numpy as np
+
+from ddistill.data import EvalData, load_real
+from ddistill.io import machine_info, write_json
 from ddistill.synset import SyntheticSet
-from ddistill.utils.io import machine_info, write_json
-from evaluators.continual import ContinualConfig, ContinualEvaluator, plot_curves
+from ddistill.utils.train import TrainRecipe
+from evaluators import EvalResult
+from evaluators.continual import ContinualConfig, ContinualEvaluator
 from evaluators.nas import NASConfig, NASEvaluator
 from synthesizers import SYNTHESIZERS
 from synthesizers._selection import EmbeddingConfig
 
-CIFAR10 = {"alias": "cifar10_jpeg", "mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]}
+
+def plot_curves(results: dict[str, EvalResult], path: str, *, title: str = "") -> None:
+    """Accuracy-per-stage curves (mean ± std) of several memories into one PNG (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    for name, res in results.items():
+        mean, std = np.array(res.details["curve_mean"]), np.array(res.details["curve_std"])
+        classes = [(i + 1) * res.details["classes_per_stage"] for i in range(len(mean))]
+        ax.errorbar(classes, mean, yerr=std, marker="o", capsize=3, label=name)
+    ax.set_xlabel("classes seen")
+    ax.set_ylabel("test accuracy on seen classes (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -41,14 +65,15 @@ def main() -> None:
     p.add_argument("--skip", nargs="*", default=[], choices=["continual", "nas"])
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    real, test = load_real("imagefolder", root=args.data, **CIFAR10)
+    real, test = load_real("cifar10_jpeg", root=args.data)
     datadam = SyntheticSet.load(args.datadam)
     ipc = int(datadam.meta["ipc"])
     rnd, herd = SYNTHESIZERS.get("random"), SYNTHESIZERS.get("herding")
     memories = {
         f"DataDAM ({datadam.meta['config'].get('preset', '')})": datadam,
         "random": rnd(rnd.Config(ipc=ipc), seed=args.seed).fit(real),
-        "herding": herd(herd.Config(ipc=ipc, embedding=EmbeddingConfig(train_epochs=args.herding_embed_epochs)),
+        "herding": herd(herd.Config(ipc=ipc, embedding=EmbeddingConfig(
+            train=TrainRecipe(epochs=args.herding_embed_epochs, augment="none"))),
                         seed=args.seed).fit(real),
     }
     out = Path(args.out)
@@ -59,7 +84,7 @@ def main() -> None:
              f"Command: `{result['command']}`. Seed {args.seed}.\n"]
     if "continual" not in args.skip:
         cfg = ContinualConfig(stages=5, num_orders=args.runs, models_per_order=1, model="convnet", model_kwargs={},
-                              epochs=args.cl_epochs, progress=False)
+                              train=TrainRecipe(epochs=args.cl_epochs), progress=False)
         result["continual"]["protocol"] = (f"5 stages x 2 classes, {args.runs} class orders x 1 ConvNet-3, "
                                            f"{args.cl_epochs} epochs from scratch after each stage, DSA")
         curves = {}
@@ -77,7 +102,8 @@ def main() -> None:
             lines.append(f"| {name} | " + " | ".join(
                 f"{m:.1f} ± {s:.1f}" for m, s in zip(r.details["curve_mean"], r.details["curve_std"])) + " |")
     if "nas" not in args.skip:
-        cfg = NASConfig(num_architectures=args.archs, proxy_epochs=args.proxy_epochs, real_epochs=args.real_epochs,
+        cfg = NASConfig(num_architectures=args.archs, proxy=TrainRecipe(epochs=args.proxy_epochs),
+                        real=TrainRecipe(epochs=args.real_epochs, augment="none"),
                         real_train_size=args.real_train_size, val_size=5000, progress=False)
         result["nas"]["protocol"] = (f"{args.archs} of the 720 DC ConvNets (seeded sample), proxy {args.proxy_epochs} "
                                      f"epochs with DSA, real {args.real_epochs} epochs on {args.real_train_size} "
@@ -88,7 +114,7 @@ def main() -> None:
         nas = NASEvaluator(cfg, seed=args.seed)  # one evaluator: the real-data ranking is trained once
         for name in ("DataDAM", "random"):
             mem = next(v for k, v in memories.items() if k.startswith(name))
-            r = nas.evaluate(mem, test, real=real)
+            r = nas.evaluate(mem, EvalData(test=test, train=real))
             result["nas"][name] = r.to_dict()
             d = r.details
             lines.append(f"| {name} | {r.values[0]:.3f} | {d['selected']} ({d['selected_real_test_accuracy']:.1f}) | "

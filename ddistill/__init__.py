@@ -1,8 +1,9 @@
 """ddistill: dataset distillation in PyTorch.
 
-The core package (data, models, augmentation, the SyntheticSet format, registries, config); the methods
-live in the top-level ``synthesizers`` and ``evaluators`` packages, which import this one (never the
-reverse, except the command line in :mod:`ddistill.cli`).
+The core package (data, models, augmentation, the SyntheticSet format and the other artefacts, registries, config,
+training utilities). The methods live in the plugin packages ``synthesizers`` and ``evaluators``, which import this
+one. No core module imports them; the command line, :mod:`ddistill.cli`, is the application layer on top of both
+(tests/test_layering.py enforces this).
 """
 from __future__ import annotations
 

@@ -72,6 +72,13 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, where: str = "") 
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
+        sub = _dataclass_of(hints[name])
+        if sub is not None and isinstance(value, Mapping):
+            # A nested config given as a mapping overrides the fields it names on top of the field's *default*
+            # (e.g. the graph evaluator's Adam recipe), not on top of the nested class's own defaults.
+            default = _field_default(fields[name])
+            if dataclasses.is_dataclass(default) and not isinstance(default, type):
+                value = merge(sub, to_dict(default), value)
         kwargs[name] = _coerce(value, hints[name], f"{where + '.' if where else ''}{name}")
     try:
         return cls(**kwargs)
@@ -122,6 +129,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}: expected true/false, got {value!r}")
     if tp in (int, float, str):
+        if isinstance(value, (Mapping, list, tuple)) or value is None:
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
         if isinstance(value, bool) and tp is not str:
             raise ConfigError(f"{where}: expected {tp.__name__}, got a boolean")
         try:
@@ -131,6 +140,62 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
     return value
+
+
+def merge(cls: type, base: Mapping[str, Any], updates: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``updates`` for dataclass ``cls``: values of fields that are themselves dataclasses
+    (nested configs such as a training recipe) are merged key by key; every other value is replaced."""
+    out = dict(base)
+    hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+    for key, value in updates.items():
+        sub = _dataclass_of(hints.get(key))
+        if sub is not None and isinstance(out.get(key), Mapping) and isinstance(value, Mapping):
+            out[key] = merge(sub, out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _dataclass_of(tp: Any) -> type | None:
+    """The dataclass in ``tp`` (``Recipe`` or ``Recipe | None``), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        found = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+def config_from_preset(cls: type[T], presets: Mapping[str, Mapping[str, Any]], preset: str | None,
+                       overrides: Mapping[str, Any], *, where: str) -> T:
+    """Config ``cls`` from the named preset, then ``overrides`` (strict: unknown keys and unknown presets raise).
+
+    A config with a ``preset`` field records the preset's name there.
+    """
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in presets:
+            raise KeyError(f"unknown preset '{preset}' for {where}; choose from {sorted(presets)}")
+        values = merge(cls, {}, presets[preset])
+        if "preset" in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
+            values["preset"] = preset
+    return from_dict(cls, merge(cls, values, overrides), where=where)
+
+
+def build_component(registry: Any, spec: Mapping[str, Any] | None, kind: str) -> tuple[Any, Any]:
+    """``(class, typed config)`` from a config block ``{name: <registry name>, preset?: <name>, **fields}``."""
+    spec = dict(spec or {})
+    if "name" not in spec:
+        raise ConfigError(f"{kind} needs a name; choose from {registry.names()}")
+    cls = registry.get(spec.pop("name"))
+    preset = spec.pop("preset", None)
+    return cls, config_from_preset(cls.Config, getattr(cls, "presets", {}) or {}, preset, spec, where=kind)
 
 
 def to_dict(obj: Any) -> Any:

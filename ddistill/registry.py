@@ -2,6 +2,7 @@
 synthesizers, evaluators), in the style of timm/torchvision registries."""
 from __future__ import annotations
 
+import fnmatch
 from typing import Any, Callable
 
 
@@ -17,13 +18,19 @@ class Registry:
         self._entries: dict[str, Callable[..., Any]] = {}
 
     def register(self, name: str | None = None) -> Callable[[Any], Any]:
-        """Decorator registering ``obj`` under ``name`` (default: its ``__name__``, lower-cased)."""
+        """Decorator registering ``obj`` under ``name`` (default: its ``__name__``, lower-cased).
+
+        A registered class that declares a ``name`` attribute gets the key stamped on it (``cls.name == key``), so
+        components know their registry name without repeating it.
+        """
 
         def wrap(obj: Any) -> Any:
             key = (name or obj.__name__).lower()
             if key in self._entries:
                 raise ValueError(f"{self.kind} '{key}' is already registered")
             self._entries[key] = obj
+            if isinstance(obj, type) and hasattr(obj, "name"):
+                obj.name = key
             return obj
 
         return wrap
@@ -38,8 +45,11 @@ class Registry:
     def build(self, name: str, /, **kwargs: Any) -> Any:
         return self.get(name)(**kwargs)
 
-    def names(self) -> list[str]:
-        return sorted(self._entries)
+    def names(self, filter: str | None = None) -> list[str]:
+        """Sorted registered names, optionally only those matching the shell-style pattern ``filter``
+        (e.g. ``"convnet_d*"``)."""
+        names = sorted(self._entries)
+        return fnmatch.filter(names, filter) if filter else names
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._entries

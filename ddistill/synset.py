@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from .io import load_artifact, save_artifact
 
 FORMAT = "ddistill.synset"
 VERSION = 1
@@ -43,6 +44,10 @@ class SyntheticSet:
 
     tensors: dict[str, Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # ``kind`` says how to read the tensors; sets written before it existed: graph sets have node offsets.
+        self.meta.setdefault("kind", "graph" if "ptr" in self.tensors else "image")
 
     # -- convenience views -------------------------------------------------------------------
     @property
@@ -78,43 +83,22 @@ class SyntheticSet:
         """Writes the set atomically (temp file + rename) so an interrupted save never leaves a
         truncated file in place of a good one."""
         self.validate()
-        blob = {
-            "format": FORMAT,
-            "version": VERSION,
-            "tensors": {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()},
-            "meta": self.meta,
-        }
-        return atomic_torch_save(blob, path)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
+        return save_artifact({"tensors": tensors, "meta": self.meta}, path, format=FORMAT, version=VERSION)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SyntheticSet":
-        """Loads a set saved by :meth:`save`; raises :class:`SyntheticSetError` naming the problem."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no synthetic set at {path}")
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises several types for truncated / foreign pickles
-            raise SyntheticSetError(
-                f"{path} is not a readable ddistill synthetic set (truncated or not a torch file?): "
-                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            ) from None
-        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-            found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-            raise SyntheticSetError(f"{path} is not a ddistill synthetic set (format {found!r}, expected {FORMAT!r})")
-        version = blob.get("version")
-        if not isinstance(version, int) or version > VERSION:
-            raise SyntheticSetError(
-                f"{path} has format version {version}, this ddistill reads versions <= {VERSION}; upgrade ddistill"
-            )
+        """Loads a set saved by :meth:`save` (``weights_only=True``: no code runs); raises
+        :class:`SyntheticSetError` naming the problem."""
+        blob = load_artifact(path, format=FORMAT, what="synthetic set", max_version=VERSION,
+                             required=("tensors", "meta"), error=SyntheticSetError)
+        if not isinstance(blob["tensors"], dict) or not isinstance(blob["meta"], dict):
+            raise SyntheticSetError(f"{path}: 'tensors' and 'meta' must be dicts")
         out = cls(dict(blob["tensors"]), dict(blob["meta"]))
         out.validate()
         return out
 
     # -- derived quantities ------------------------------------------------------------------
-    def ipc(self) -> int | None:
-        return self.meta.get("ipc")
-
     def decode_images(self) -> Tensor:
         """Returns ``x`` mapped back to [0, 1] pixels for display (undoes ZCA and mean/std).
 
@@ -155,31 +139,3 @@ class SyntheticSet:
                 text = text[:97] + "..."
             lines.append(f"  {k}: {text}")
         return "\n".join(lines)
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``: readers see the
-    old file or the new one, never a half-written one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        apply_umask(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def apply_umask(path: str | os.PathLike) -> None:
-    """``mkstemp`` creates 0600 files; give the final file the permissions a plain ``open`` would."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-

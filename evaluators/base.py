@@ -1,13 +1,21 @@
-"""Evaluator interface: train fresh models on a synthetic set, report the papers' metric."""
+"""The evaluator contract: train fresh models on a synthetic set, score them on real data, report the papers' metric.
+
+An evaluator declares what real data it reads (:meth:`Evaluator.needs`, an :class:`~ddistill.data.EvalNeeds`) and
+implements :meth:`Evaluator.run`. Callers build the data once with :func:`ddistill.data.load_eval_data` and call
+:meth:`Evaluator.evaluate`, which checks the set before running.
+"""
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 
+from ddistill.config import config_from_preset
+from ddistill.data import Encoding, EvalData, EvalNeeds, ImageData
 from ddistill.registry import Registry
 from ddistill.synset import SyntheticSet
 
@@ -57,19 +65,80 @@ def resolve_model(model: str | None, model_kwargs: dict[str, Any] | None, meta: 
     return name, dict(meta.get("eval_model_kwargs") or {}) if name == recorded else {}
 
 
+def as_eval_data(data: Any) -> EvalData:
+    """``data`` as an :class:`EvalData`: an EvalData is returned as is; a bare image test split or graph dataset is
+    wrapped (a convenience for library use: ``evaluate(synset, test)``)."""
+    if isinstance(data, EvalData):
+        return data
+    if isinstance(data, ImageData):
+        return EvalData(test=data)
+    if data is not None and hasattr(data, "train") and hasattr(data, "val") and hasattr(data, "info"):
+        return EvalData(graphs=data)
+    raise TypeError(f"evaluate() takes an EvalData (ddistill.data.load_eval_data), an image test split or a graph "
+                    f"dataset, not {type(data).__name__}")
+
+
 class Evaluator(ABC):
     """Trains fresh models on a :class:`SyntheticSet` and tests them on real data.
 
-    Subclasses declare ``Config`` (a dataclass of their hyper-parameters) and implement :meth:`evaluate`.
+    Subclasses declare ``Config`` (a dataclass of their hyper-parameters), implement :meth:`run`, and override
+    :meth:`needs` when they read more than the test split.
     """
 
     Config: ClassVar[type]
+    #: The registry key (set by the ``@EVALUATORS.register(...)`` decorator).
+    name: ClassVar[str] = ""
+    #: Named configs (e.g. an official per-method evaluation recipe), see :meth:`config_from_preset`.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, config: Any = None, *, device: torch.device | str = "cpu", seed: int = 0) -> None:
         self.config = config if config is not None else self.Config()
         self.device = torch.device(device)
         self.seed = int(seed)
 
+    @classmethod
+    def config_from_preset(cls, preset: str | None = None, **overrides: Any) -> Any:
+        """``Config`` filled from the named preset, then ``overrides`` (strict: unknown keys raise)."""
+        return config_from_preset(cls.Config, cls.presets, preset, overrides, where=f"{cls.name} evaluator config")
+
+    def needs(self, meta: Mapping[str, Any]) -> EvalNeeds:
+        """The real data :meth:`run` reads for a set with metadata ``meta`` (default: the test split). Only
+        ``meta["data"]`` (the set's source data) may be read: during a distillation the set does not exist yet."""
+        return EvalNeeds(test=True)
+
+    def evaluate(self, synset: SyntheticSet, data: Any) -> EvalResult:
+        """Scores ``synset`` against the real data ``data`` (an :class:`EvalData`; a bare test split is accepted)."""
+        data = as_eval_data(data)
+        return self.run(synset, data)
+
     @abstractmethod
-    def evaluate(self, synset: SyntheticSet, test: Any) -> EvalResult:
-        """Scores ``synset`` against the real test data ``test``."""
+    def run(self, synset: SyntheticSet, data: EvalData) -> EvalResult:
+        """The evaluation itself."""
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def encoded_test(self, synset: SyntheticSet, data: EvalData) -> tuple[torch.Tensor, torch.Tensor, Encoding]:
+        """The test split encoded exactly like the set (mean/std, ZCA), on the evaluator's device.
+
+        Shape: (M, C, H, W) float32, (M,) int64.
+        """
+        test = data.require("test", self.name)
+        encoding = Encoding.from_meta(synset.meta["encoding"], synset.tensors)
+        if tuple(encoding.shape) != (test.info.in_channels, *test.info.image_size):
+            raise ValueError(f"the set's images are {tuple(encoding.shape)} but the test data is "
+                             f"{(test.info.in_channels, *test.info.image_size)}: wrong dataset for this set?")
+        return encoding.encode(test.x).to(self.device), test.y.to(self.device), encoding
+
+    def across(self, models: Sequence[str], synset: SyntheticSet, data: Any) -> dict[str, EvalResult]:
+        """Cross-architecture evaluation: the same set scored with each network in ``models`` (each with its own
+        defaults), for evaluators whose config has a ``model`` field."""
+        fields = {f.name for f in dataclasses.fields(self.config)}
+        if "model" not in fields:
+            raise ValueError(f"the {self.name} evaluator has no 'model' setting; cross-architecture pools need one")
+        out = {}
+        for name in models:
+            changes: dict[str, Any] = {"model": name}
+            if "model_kwargs" in fields:
+                changes["model_kwargs"] = None
+            out[name] = type(self)(dataclasses.replace(self.config, **changes), device=self.device,
+                                   seed=self.seed).evaluate(synset, data)
+        return out

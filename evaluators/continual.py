@@ -14,17 +14,20 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ddistill.augment import build_augment
-from ddistill.data import Encoding, ImageData
+from ddistill.data import EvalData
 from ddistill.models import ModelFamily
 from ddistill.synset import SyntheticSet
 from ddistill.utils.perf import PerfConfig
+from ddistill.utils.progress import progress_bar
 from ddistill.utils.seed import derive_seed, make_generator
-from ddistill.utils.train import TrainSchedule, accuracy, train_classifier
+from ddistill.utils.train import TrainRecipe, accuracy, train_classifier
 
 from .base import EVALUATORS, EvalResult, Evaluator, resolve_model
+
+#: ``derive_seed`` streams: class orders, per-(order, model) network families, per-stage training order.
+ORDER_STREAM, FAMILY_STREAM, TRAIN_STREAM = 21, 22, 23
 
 
 def stage_splits(num_classes: int, stages: int, order: list[int]) -> list[list[int]]:
@@ -55,10 +58,9 @@ class ContinualConfig:
         num_orders: class orders (the first is 0..K-1).
         models_per_order: fresh networks per order and stage.
         model, model_kwargs: network (None = the set's recorded evaluation net).
-        epochs, lr, batch_size, momentum, weight_decay: the training recipe run after every stage.
-        augment: "dsa" or "none".
+        train: the training recipe run from scratch after every stage (default: DC's, 1000 epochs, DSA).
         perf: speed settings.
-        progress: tqdm bars.
+        progress: progress bars (drawn only on a terminal).
     """
 
     stages: int = 5
@@ -66,14 +68,16 @@ class ContinualConfig:
     models_per_order: int = 3
     model: str | None = None
     model_kwargs: dict[str, Any] | None = None
-    epochs: int = 1000
-    lr: float = 0.01
-    batch_size: int = 256
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    augment: str = "dsa"
+    train: TrainRecipe = field(default_factory=TrainRecipe)
     perf: PerfConfig = field(default_factory=PerfConfig)
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_orders < 1 or self.models_per_order < 1:
+            raise ValueError(f"num_orders and models_per_order must be >= 1, got {self.num_orders} and "
+                             f"{self.models_per_order}")
+        if isinstance(self.train.lr, str):
+            raise ValueError("the continual evaluator needs a numeric train.lr")
 
 
 @EVALUATORS.register("continual")
@@ -82,30 +86,28 @@ class ContinualEvaluator(Evaluator):
 
     Config = ContinualConfig
 
-    def evaluate(self, synset: SyntheticSet, test: ImageData) -> EvalResult:
+    def run(self, synset: SyntheticSet, data: EvalData) -> EvalResult:
         cfg = self.config
         meta = synset.meta
         k = int(meta["num_classes"])
-        encoding = Encoding.from_meta(meta["encoding"], synset.tensors)
-        x_test, y_test = encoding.encode(test.x).to(self.device), test.y.to(self.device)
+        x_test, y_test, _ = self.encoded_test(synset, data)
         x_mem, y_mem = synset.x.to(self.device), synset.y.to(self.device)
         if y_mem.dim() != 1:
             raise ValueError("the continual evaluator needs hard labels (y of shape (N,))")
         model, model_kwargs = resolve_model(cfg.model, cfg.model_kwargs, meta)
         perf = cfg.perf.resolve(self.device)
-        augment = build_augment(cfg.augment, meta.get("dataset", ""))
-        schedule = TrainSchedule(cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size)
-        orders = class_orders(k, cfg.num_orders, derive_seed(self.seed, 21))
+        augment = build_augment(cfg.train.augment, meta.get("dataset", ""))
+        orders = class_orders(k, cfg.num_orders, derive_seed(self.seed, ORDER_STREAM))
         # curves[r][s]: accuracy (%) of run r (order x model) after stage s
         curves: list[list[float]] = []
         memory_sizes: list[int] = []
         total = cfg.num_orders * cfg.models_per_order * cfg.stages
-        bar = tqdm(total=total, desc="continual", disable=not cfg.progress, leave=False)
+        bar = progress_bar(total=total, desc="continual", enabled=cfg.progress, leave=False)
         for o, order in enumerate(orders):
             splits = stage_splits(k, cfg.stages, order)
             for m in range(cfg.models_per_order):
                 family = ModelFamily(model, in_channels=x_mem.shape[1], num_classes=k,
-                                     image_size=tuple(x_mem.shape[2:]), seed=derive_seed(self.seed, 22, o, m),
+                                     image_size=tuple(x_mem.shape[2:]), seed=derive_seed(self.seed, FAMILY_STREAM, o, m),
                                      **model_kwargs)
                 curve = []
                 seen: list[int] = []
@@ -116,8 +118,8 @@ class ContinualEvaluator(Evaluator):
                     if o == 0 and m == 0:
                         memory_sizes.append(int(mem_mask.sum()))
                     net = perf.prepare_model(family.build(s, self.device))  # from scratch at every stage
-                    gen = make_generator(derive_seed(self.seed, 23, o, m, s))
-                    train_classifier(net, x_mem[mem_mask], y_mem[mem_mask], schedule, augment=augment,
+                    gen = make_generator(derive_seed(self.seed, TRAIN_STREAM, o, m, s))
+                    train_classifier(net, x_mem[mem_mask], y_mem[mem_mask], cfg.train, augment=augment,
                                      generator=gen, perf=perf)
                     curve.append(100.0 * accuracy(net, x_test[test_mask], y_test[test_mask], perf=perf))
                     bar.update(1)
@@ -128,31 +130,9 @@ class ContinualEvaluator(Evaluator):
             "stages": cfg.stages, "classes_per_stage": k // cfg.stages, "class_orders": orders,
             "memory_size_per_stage": memory_sizes, "ipc": meta.get("ipc"),
             "curve_mean": arr.mean(0).tolist(), "curve_std": arr.std(0).tolist(), "curves": curves,
-            "model": model, "model_kwargs": model_kwargs, "epochs": cfg.epochs, "seed": self.seed,
+            "model": model, "model_kwargs": model_kwargs, "epochs": cfg.train.epochs, "seed": self.seed,
         })
 
 
 def _member(y: Tensor, classes: list[int]) -> Tensor:
     return torch.isin(y, torch.tensor(classes, device=y.device))
-
-
-def plot_curves(results: dict[str, EvalResult], path: str, *, title: str = "") -> None:
-    """Accuracy-per-stage curves (mean ± std) of several memories into one PNG (needs matplotlib)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    for name, res in results.items():
-        mean, std = np.array(res.details["curve_mean"]), np.array(res.details["curve_std"])
-        classes = [(i + 1) * res.details["classes_per_stage"] for i in range(len(mean))]
-        ax.errorbar(classes, mean, yerr=std, marker="o", capsize=3, label=name)
-    ax.set_xlabel("classes seen")
-    ax.set_ylabel("test accuracy on seen classes (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

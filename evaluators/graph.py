@@ -17,22 +17,26 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from ddistill.data.graph import GraphDataset, GraphPack
-from ddistill.graph.trees import Discretiser, build_discretiser, discretiser_from_state
+from ddistill.data import EvalData
+from ddistill.data.graph import Discretiser, GraphDataset, GraphPack, build_discretiser, discretiser_from_state
 from ddistill.models.gnn import create_gnn
 from ddistill.registry import Registry
 from ddistill.synset import SyntheticSet
+from ddistill.utils.progress import progress_bar
 from ddistill.utils.seed import derive_seed, make_generator, seeded_rng
+from ddistill.utils.train import TrainRecipe
 
-from .base import EVALUATORS, EvalResult, Evaluator
+from .base import EVALUATORS, EvalResult, Evaluator, as_eval_data
+
+#: ``derive_seed`` streams: each run's model initialisation / dropout, and its sampling order.
+MODEL_STREAM, TRAIN_STREAM = 1, 2
 
 SAMPLERS = Registry("graph sampler")
 GRAPH_METRICS = Registry("graph metric")
@@ -81,16 +85,15 @@ class GraphEvalConfig:
     """Hyper-parameters of the graph evaluation (defaults: the official Mirage training loop).
 
     Args:
-        model: GNN registry name (``gcn``, ``gin``, ``gat``); see :func:`evaluate_gnns` for several.
+        model: GNN registry name (``gcn``, ``gin``, ``gat``); several: ``GraphEvaluator.across`` / ``--pool gnn``.
         hidden: width of every layer.
         layers: message-passing layers; None = the set's hops L (exact computation trees). A mismatch warns.
         dropout: dropout after every layer and before the classifier.
         batch_norm: BatchNorm1d after every convolution.
         jk: ``last`` or ``sum`` jumping knowledge.
-        lr: Adam learning rate (official: 1e-3).
-        weight_decay: Adam weight decay (official default in ``train_and_test.py``: 1e-2).
-        epochs: passes over the distilled set.
-        batch_size: graphs (tree-sets) per step.
+        train: the training recipe: passes over the distilled set (``epochs``), graphs (tree-sets) per step
+            (``batch_size``) and the optimiser (official: Adam, lr 1e-3, weight decay 1e-2, the default of
+            ``train_and_test.py``; constant rate; no augmentation).
         num_runs: fresh models trained.
         top_k: report the ``top_k`` runs with the best validation score (official: 5 of 10); None = all runs.
         sampling: ``uniform`` (official code) or ``support`` (paper: probability proportional to support).
@@ -104,7 +107,7 @@ class GraphEvalConfig:
         eval_batch_size: graphs per forward pass when scoring.
         threads: ``torch.set_num_threads`` during the evaluation (restored afterwards); None leaves it. Small
             graph batches are often fastest with 1 thread, and far faster on a CPU shared with other jobs.
-        progress: tqdm bars.
+        progress: progress bars (drawn only on a terminal).
     """
 
     model: str = "gcn"
@@ -113,10 +116,8 @@ class GraphEvalConfig:
     dropout: float = 0.5
     batch_norm: bool = False
     jk: str = "last"
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    epochs: int = 100
-    batch_size: int = 32
+    train: TrainRecipe = field(default_factory=lambda: TrainRecipe(
+        epochs=100, lr=1e-3, weight_decay=1e-2, batch_size=32, optimizer="adam", schedule="constant", augment="none"))
     num_runs: int = 5
     top_k: int | None = None
     sampling: str = "uniform"
@@ -135,12 +136,13 @@ class GraphEvaluator(Evaluator):
 
     Config = GraphEvalConfig
 
-    def evaluate(self, synset: SyntheticSet, test: GraphDataset) -> EvalResult:
-        """Scores a graph set (``mirage`` or ``random_graphs``) on ``test.val`` / ``test.test``.
+    def run(self, synset: SyntheticSet, data: EvalData) -> EvalResult:
+        """Scores a graph set (``mirage`` or ``random_graphs``) on the val / test splits of ``data.graphs``.
 
         Shape: synset tensors as written by :class:`synthesizers.mirage.Mirage` (x, edge_index, ptr, edge_ptr, y,
         optional edge_attr / root_mask / weight).
         """
+        test = data.require("graphs", self.name)
         meta = synset.meta
         if meta.get("kind") != "graph" or "discretiser_state" not in meta:
             raise ValueError(f"the graph evaluator needs a graph set (kind=graph with a discretiser state), got one "
@@ -155,7 +157,7 @@ class GraphEvaluator(Evaluator):
         return self._run(train, test, disc, meta["node_spec"], meta.get("edge_spec"), int(meta["num_classes"]),
                          layers, source=str(meta.get("synthesizer")), hops=tree_hops)
 
-    def evaluate_real(self, data: GraphDataset, *, discretiser: str | None = None, hops: int | None = None,
+    def evaluate_real(self, data: GraphDataset | EvalData, *, discretiser: str | None = None, hops: int | None = None,
                       **discretiser_kwargs: Any) -> EvalResult:
         """Upper bound: the same protocol trained on the whole real training set (readout over all nodes).
 
@@ -163,6 +165,7 @@ class GraphEvaluator(Evaluator):
             discretiser: how graphs are featurised (None: the dataset's default, as for Mirage).
             hops: GNN layers when the config gives none.
         """
+        data = as_eval_data(data).require("graphs", self.name)
         raw = GraphPack.from_data_list(data.train)
         disc = build_discretiser(discretiser or data.info.discretiser, **discretiser_kwargs).fit(raw)
         train = disc.featurise(raw)
@@ -201,34 +204,37 @@ class GraphEvaluator(Evaluator):
         model_kwargs = dict(hidden=cfg.hidden, layers=layers, dropout=cfg.dropout, batch_norm=cfg.batch_norm,
                             jk=cfg.jk)
         best_vals, best_tests, best_epochs, best_extras, seconds = [], [], [], [], []
-        for run in tqdm(range(cfg.num_runs), desc=f"evaluate {cfg.model}", disable=not cfg.progress, leave=False):
+        recipe = cfg.train
+        if isinstance(recipe.lr, str) or recipe.iterations is not None:
+            raise ValueError("the graph evaluator trains whole epochs at a numeric train.lr")
+        for run in progress_bar(range(cfg.num_runs), desc=f"evaluate {cfg.model}", enabled=cfg.progress, leave=False):
             start = time.perf_counter()
             # Model init and dropout draw from the global RNG; a forked, seeded copy keeps every run reproducible
             # and leaves the caller's random stream untouched.
-            with seeded_rng(derive_seed(self.seed, 1, run), dev):
+            with seeded_rng(derive_seed(self.seed, MODEL_STREAM, run), dev):
                 # hops only for the first run: the GNN warns once when layers != L
                 model = create_gnn(cfg.model, node_spec=node_spec, edge_spec=edge_spec, num_classes=num_classes,
                                    hops=hops if run == 0 else None, **model_kwargs).to(dev)
-                opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-                gen = make_generator(derive_seed(self.seed, 2, run))
+                opt = recipe.make_optimizer(model.parameters())
+                gen = make_generator(derive_seed(self.seed, TRAIN_STREAM, run))
                 best = (-math.inf, math.nan, -1, {name: math.nan for name in extras})
-                for epoch in range(cfg.epochs):
+                for epoch in range(recipe.epochs):
                     model.train()
                     order = sampler(train.weight, n, gen).to(dev)
-                    for i in range(0, n, cfg.batch_size):
-                        b = train.select(order[i:i + cfg.batch_size])
+                    for i in range(0, n, recipe.batch_size):
+                        b = train.select(order[i:i + recipe.batch_size])
                         logits = model(b.x, b.edge_index, b.batch(), b.num_graphs, b.edge_attr, b.root_mask)
                         loss = torch.nn.functional.cross_entropy(logits, b.y)
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()
-                    if (epoch + 1) % cfg.eval_every and epoch != cfg.epochs - 1:
+                    if (epoch + 1) % cfg.eval_every and epoch != recipe.epochs - 1:
                         continue
                     v = metric(*self._predict(model, val_chunks))
                     # Ties go to the later epoch, as the official ``best_val <= val``: with a strict ``>`` a
                     # validation score that stays flat (accuracy stuck at the majority rate while the model still
                     # learns to rank) would pin the selection to the first, barely trained epoch.
-                    if v >= best[0] or (best[2] < 0 and epoch == cfg.epochs - 1):
+                    if v >= best[0] or (best[2] < 0 and epoch == recipe.epochs - 1):
                         probs, ys = self._predict(model, test_chunks)
                         best = (v, metric(probs, ys), epoch, {name: f(probs, ys) for name, f in extras.items()})
             best_vals.append(best[0])
@@ -239,8 +245,9 @@ class GraphEvaluator(Evaluator):
         ranked = sorted(range(cfg.num_runs), key=lambda r: -best_vals[r] if math.isfinite(best_vals[r]) else math.inf)
         chosen = ranked[: cfg.top_k] if cfg.top_k else list(range(cfg.num_runs))
         return EvalResult(metric_name, [best_tests[r] for r in chosen], {
-            "scale": "percent", "model": cfg.model, "layers": layers, "hidden": cfg.hidden, "epochs": cfg.epochs,
-            "lr": cfg.lr, "weight_decay": cfg.weight_decay, "batch_size": cfg.batch_size, "sampling": cfg.sampling,
+            "scale": "percent", "model": cfg.model, "layers": layers, "hidden": cfg.hidden, "epochs": recipe.epochs,
+            "lr": recipe.lr, "weight_decay": recipe.weight_decay, "batch_size": recipe.batch_size,
+            "optimizer": recipe.optimizer, "sampling": cfg.sampling,
             "eval_every": cfg.eval_every,
             "source": source, "train_graphs": n, "val": best_vals, "test_all_runs": best_tests,
             "best_epoch": best_epochs, "test_extra": {name: [best_extras[r][name] for r in chosen] for name in extras},
@@ -264,13 +271,4 @@ class GraphEvaluator(Evaluator):
         return torch.cat(probs), torch.cat(ys)
 
 
-def evaluate_gnns(synset: SyntheticSet, data: GraphDataset, models: list[str],
-                  config: GraphEvalConfig | None = None, *, device: torch.device | str = "cpu",
-                  seed: int = 0) -> dict[str, EvalResult]:
-    """Cross-architecture evaluation (Mirage is model-agnostic): the same set scored with each GNN in ``models``."""
-    base = config or GraphEvalConfig()
-    return {name: GraphEvaluator(GraphEvalConfig(**{**base.__dict__, "model": name}), device=device, seed=seed)
-            .evaluate(synset, data) for name in models}
-
-
-__all__ = ["GRAPH_METRICS", "SAMPLERS", "GraphEvalConfig", "GraphEvaluator", "evaluate_gnns"]
+__all__ = ["GRAPH_METRICS", "SAMPLERS", "GraphEvalConfig", "GraphEvaluator"]

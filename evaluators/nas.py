@@ -12,22 +12,25 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
-from tqdm.auto import tqdm
 
 from ddistill.augment import build_augment
-from ddistill.data import Encoding, ImageData, RealData
+from ddistill.data import Encoding, EvalData, EvalNeeds, RealData
 from ddistill.models import create_model
 from ddistill.synset import SyntheticSet
 from ddistill.utils.perf import PerfConfig
+from ddistill.utils.progress import progress_bar
 from ddistill.utils.seed import derive_seed, make_generator, seeded_rng
-from ddistill.utils.train import TrainSchedule, accuracy, train_classifier
+from ddistill.utils.train import TrainRecipe, accuracy, train_classifier
 
 from .base import EVALUATORS, EvalResult, Evaluator
+
+#: ``derive_seed`` streams: architecture sample, validation split, architecture init, proxy runs, real runs.
+SAMPLE_STREAM, SPLIT_STREAM, INIT_STREAM, PROXY_STREAM, REAL_STREAM = 31, 32, 33, 34, 35
 
 #: The DC NAS space (Zhao et al. 2021, Sec. 4.4): 720 ConvNets.
 SEARCH_SPACE: dict[str, list[Any]] = {
@@ -53,28 +56,30 @@ def spearman(a: list[float], b: list[float]) -> float:
 @dataclass
 class NASConfig:
     """Args:
-        num_architectures: architectures sampled from the space (0 = all 720).
-        proxy_epochs: epochs on the proxy (distilled) set per architecture.
-        real_epochs: epochs on the real training set (minus validation) per architecture.
+        space: the search space as ``{ConvNet argument: [values]}`` (None = the DC space of 720 ConvNets).
+        num_architectures: architectures sampled from the space (0 = all of it).
+        proxy: how every architecture is trained on the proxy (distilled) set (default: 200 epochs of DC's recipe
+            with DSA).
+        real: how every architecture is trained on the real training set minus validation (default: 20 epochs, no
+            augmentation: real data are plentiful).
         real_train_size: real training images used for the real runs (0 = all but validation).
         val_size: real training images held out for validation.
-        lr, batch_size: SGD recipe (momentum 0.9, wd 5e-4, x0.1 at half).
-        augment: "dsa" or "none" for the proxy runs (real runs use none: they have plenty of data).
         perf: speed settings.
-        progress: tqdm bars.
+        progress: progress bars (drawn only on a terminal).
     """
 
     space: dict[str, list[Any]] | None = None
     num_architectures: int = 0
-    proxy_epochs: int = 200
-    real_epochs: int = 20
+    proxy: TrainRecipe = field(default_factory=lambda: TrainRecipe(epochs=200))
+    real: TrainRecipe = field(default_factory=lambda: TrainRecipe(epochs=20, augment="none"))
     real_train_size: int = 0
     val_size: int = 5000
-    lr: float = 0.01
-    batch_size: int = 256
-    augment: str = "dsa"
     perf: PerfConfig = field(default_factory=PerfConfig)
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.proxy.lr, str) or isinstance(self.real.lr, str):
+            raise ValueError("the NAS evaluator needs numeric proxy.lr and real.lr")
 
 
 @EVALUATORS.register("nas")
@@ -82,7 +87,6 @@ class NASEvaluator(Evaluator):
     """Rank architectures by training on a proxy set; compare with the ranking from real data."""
 
     Config = NASConfig
-    needs_real = True
 
     def __init__(self, config: NASConfig | None = None, *, device: torch.device | str = "cpu", seed: int = 0) -> None:
         super().__init__(config, device=device, seed=seed)
@@ -93,12 +97,12 @@ class NASEvaluator(Evaluator):
         n = self.config.num_architectures
         if n <= 0 or n >= len(space):
             return space
-        rng = np.random.default_rng(derive_seed(self.seed, 31))
+        rng = np.random.default_rng(derive_seed(self.seed, SAMPLE_STREAM))
         return [space[i] for i in sorted(rng.choice(len(space), size=n, replace=False))]
 
     def split_real(self, real: RealData) -> tuple[torch.Tensor, torch.Tensor]:
         """(train indices, validation indices) into ``real``; validation is fixed by the seed."""
-        gen = make_generator(derive_seed(self.seed, 32))
+        gen = make_generator(derive_seed(self.seed, SPLIT_STREAM))
         perm = torch.randperm(len(real), generator=gen).to(real.device)
         val = perm[: self.config.val_size]
         train = perm[self.config.val_size :]
@@ -106,9 +110,12 @@ class NASEvaluator(Evaluator):
             train = train[: self.config.real_train_size]
         return train, val
 
-    def evaluate(self, synset: SyntheticSet, test: ImageData, *, real: RealData | None = None) -> EvalResult:
-        if real is None:
-            raise ValueError("the NAS evaluator needs the real training data (real=...) for the real-data ranking")
+    def needs(self, meta: Mapping[str, Any]) -> EvalNeeds:
+        """The test split and the real training split (for the real-data ranking and the validation split)."""
+        return EvalNeeds(test=True, train=True)
+
+    def run(self, synset: SyntheticSet, data: EvalData) -> EvalResult:
+        real = data.require("train", self.name)
         cfg = self.config
         dev = self.device
         meta = synset.meta
@@ -117,27 +124,29 @@ class NASEvaluator(Evaluator):
             raise ValueError("the proxy set and the real data are encoded differently; load the real data with the "
                              f"set's encoding {meta['encoding']}")
         x_proxy, y_proxy = synset.x.to(dev), synset.y.to(dev)
-        x_test, y_test = encoding.encode(test.x).to(dev), test.y.to(dev)
+        x_test, y_test, _ = self.encoded_test(synset, data)
+        test = data.test
         train_idx, val_idx = self.split_real(real)
         x_val, y_val = real.x[val_idx], real.y[val_idx]
         perf = cfg.perf.resolve(dev)
-        augment = build_augment(cfg.augment, meta.get("dataset", ""))
+        augment = build_augment(cfg.proxy.augment, meta.get("dataset", ""))
+        real_augment = build_augment(cfg.real.augment, meta.get("dataset", ""))
         archs = self.architectures()
         shape = dict(in_channels=x_proxy.shape[1], num_classes=real.num_classes, image_size=tuple(x_proxy.shape[2:]))
 
-        def fit(i: int, arch: dict[str, Any], x, y, epochs: int, aug, stream: int) -> torch.nn.Module:
-            with seeded_rng(derive_seed(self.seed, 33, i)):  # same init for proxy and real runs of arch i
+        def fit(i: int, arch: dict[str, Any], x, y, recipe: TrainRecipe, aug, stream: int) -> torch.nn.Module:
+            with seeded_rng(derive_seed(self.seed, INIT_STREAM, i)):  # same init for proxy and real runs of arch i
                 net = create_model("convnet", **shape, **arch).to(dev)
             net = perf.prepare_model(net)
-            train_classifier(net, x, y, TrainSchedule(epochs, cfg.lr, batch_size=cfg.batch_size), augment=aug,
+            train_classifier(net, x, y, recipe, augment=aug,
                              generator=make_generator(derive_seed(self.seed, stream, i)), perf=perf)
             return net
 
         proxy_acc, real_acc, proxy_seconds, real_seconds = [], [], 0.0, 0.0
         real_nets: dict[int, dict[str, Any]] = {}
-        for i, arch in enumerate(tqdm(archs, desc="nas", disable=not cfg.progress, leave=False)):
+        for i, arch in enumerate(progress_bar(archs, desc="nas", enabled=cfg.progress, leave=False)):
             t = time.perf_counter()
-            net = fit(i, arch, x_proxy, y_proxy, cfg.proxy_epochs, augment, 34)
+            net = fit(i, arch, x_proxy, y_proxy, cfg.proxy, augment, PROXY_STREAM)
             proxy_acc.append(100.0 * accuracy(net, x_val, y_val, perf=perf))
             proxy_seconds += time.perf_counter() - t
             key = (id(real), len(real), id(test), i)
@@ -145,7 +154,7 @@ class NASEvaluator(Evaluator):
                 # The real-data ranking does not depend on the proxy: compute it once per evaluator and real set,
                 # so scoring several proxies with one evaluator trains each architecture on real data once.
                 t = time.perf_counter()
-                net = fit(i, arch, real.x[train_idx], real.y[train_idx], cfg.real_epochs, None, 35)
+                net = fit(i, arch, real.x[train_idx], real.y[train_idx], cfg.real, real_augment, REAL_STREAM)
                 self._real_cache[key] = {"val": 100.0 * accuracy(net, x_val, y_val, perf=perf),
                                          "test": 100.0 * accuracy(net, x_test, y_test, perf=perf),
                                          "seconds": time.perf_counter() - t}
@@ -163,6 +172,6 @@ class NASEvaluator(Evaluator):
             "best_by_real_val": archs[best], "best_real_test_accuracy": real_nets[best]["test"],
             "proxy_search_seconds": proxy_seconds, "real_search_seconds": real_seconds,
             "proxy_size": int(x_proxy.shape[0]), "real_train_size": int(train_idx.numel()),
-            "val_size": int(val_idx.numel()), "proxy_epochs": cfg.proxy_epochs, "real_epochs": cfg.real_epochs,
+            "val_size": int(val_idx.numel()), "proxy_epochs": cfg.proxy.epochs, "real_epochs": cfg.real.epochs,
             "seed": self.seed,
         })

@@ -27,86 +27,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
-
-import yaml
-from tqdm.auto import tqdm
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ddistill import config as cfgmod  # noqa: E402
-from ddistill.cli import DataConfig  # noqa: E402
-from ddistill.trajectories import (  # noqa: E402
-    STORAGE_DTYPES,
-    ExpertConfig,
-    ExpertFile,
-    expert_config_from_preset,
-    merge_expert_files,
-    train_expert,
-    trajectory_smoothness,
-)
-
-
-@dataclass
-class ExpertRunConfig:
-    """An expert-training run.
-
-    Args:
-        name: run name; the default output folder is ``runs/experts/<name>``.
-        seed: run seed; expert i is a function of (seed, i) only.
-        device: "cpu", "cuda", ... ("cuda" becomes "cuda:$LOCAL_RANK" under torchrun).
-        dataset: the real training data (set ``zca`` as the distillation will).
-        num_experts: experts in the whole run (MTT: 100).
-        experts_per_file: consecutive experts per file (MTT groups 10); null = one file for the run.
-        storage_dtype: "float32" or "bfloat16" snapshots.
-        evaluate: record each expert's final test accuracy.
-        experts: ExpertConfig fields, with an optional ``preset`` ("mtt", "ast", "ast_optim").
-        progress: tqdm bars.
-    """
-
-    name: str = "experts"
-    seed: int = 0
-    device: str = "cpu"
-    dataset: DataConfig = field(default_factory=DataConfig)
-    num_experts: int = 100
-    experts_per_file: int | None = 10
-    storage_dtype: str = "float32"
-    evaluate: bool = True
-    experts: dict[str, Any] = field(default_factory=dict)
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.num_experts < 1:
-            raise cfgmod.ConfigError(f"num_experts must be >= 1, got {self.num_experts}")
-        if self.experts_per_file is not None and self.experts_per_file < 1:
-            raise cfgmod.ConfigError(f"experts_per_file must be >= 1 or null, got {self.experts_per_file}")
-        if self.storage_dtype not in STORAGE_DTYPES:
-            raise cfgmod.ConfigError(f"unknown storage_dtype '{self.storage_dtype}'; "
-                                     f"choose from {sorted(STORAGE_DTYPES)}")
-
-    def expert_config(self) -> ExpertConfig:
-        spec = dict(self.experts)
-        return expert_config_from_preset(spec.pop("preset", None), **spec)
-
-    def file_groups(self) -> list[list[int]]:
-        """Expert indices of each file of the run."""
-        size = self.experts_per_file or self.num_experts
-        return [list(range(s, min(s + size, self.num_experts))) for s in range(0, self.num_experts, size)]
-
-
-def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ExpertRunConfig:
-    """Parses an expert-run YAML (plus ``a.b=c`` overrides) strictly; the expert block is validated too."""
-    run = cfgmod.from_dict(ExpertRunConfig, cfgmod.load(path, list(overrides)), where=str(path or "config"))
-    run.expert_config()
-    return run
-
-
-def file_name(indices: list[int]) -> str:
-    return f"experts_{indices[0]:05d}-{indices[-1]:05d}.pt"
+from synthesizers.mtt.expert_file import merge_expert_files  # noqa: E402
+from synthesizers.mtt.experts import ExpertRunConfig, train_expert_run  # noqa: E402
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -122,92 +51,11 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return i, n
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _record_config(out: Path, resolved: dict[str, Any]) -> None:
-    """Writes ``out/config.yaml``; a folder already holding another run's experts is an error."""
-    path = out / "config.yaml"
-    text = yaml.safe_dump(resolved, sort_keys=False)
-    if path.exists():
-        old = yaml.safe_load(path.read_text())
-        keys = ("seed", "dataset", "num_experts", "experts_per_file", "storage_dtype", "experts")
-        differ = [k for k in keys if old.get(k) != resolved.get(k)]
-        if differ:
-            raise FileExistsError(f"{out} holds experts of a different run (config differs in {differ}); "
-                                  f"choose another --out")
-        return
-    _atomic_write_text(path, text)
-
-
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Trains this shard's experts. Returns ``{"trained": [...], "skipped": [...], "files": [...]}``."""
-    from ddistill.data import load_real
-    from ddistill.utils.io import JSONLLogger
-    from ddistill.utils.train import accuracy
-
-    run = load_config(args.config, args.overrides)
-    cfg = run.expert_config()
+    run = ExpertRunConfig.load(args.config, args.overrides)
     shard, shards = parse_shard(args.shard)
-    device = run.device
-    if device == "cuda" and "LOCAL_RANK" in os.environ:
-        device = f"cuda:{os.environ['LOCAL_RANK']}"
-    out = Path(args.out or Path("runs") / "experts" / run.name)
-    out.mkdir(parents=True, exist_ok=True)
-    resolved = cfgmod.to_dict(run)
-    resolved["experts"] = cfg.to_dict()
-    _record_config(out, resolved)
-    groups = [g for j, g in enumerate(run.file_groups()) if j % shards == shard]
-    summary: dict[str, Any] = {"trained": [], "skipped": [], "files": [str(out / file_name(g)) for g in groups]}
-    if not groups:
-        print(f"shard {shard}/{shards}: no files to train ({len(run.file_groups())} files in the run)", flush=True)
-        return summary
-
-    d = run.dataset
-    real, test = load_real(d.name, root=d.root, download=d.download, zca=d.zca, zca_eps=d.zca_eps, device=device,
-                           **d.kwargs)
-    x_test = real.encoding.encode(test.x.to(device)) if run.evaluate else None
-    y_test = test.y.to(device) if run.evaluate else None
-    logger = JSONLLogger(out / "log.jsonl")
-    todo = sum(len(g) for g in groups)
-    print(f"shard {shard}/{shards}: {todo} experts of {run.num_experts} ({cfg.preset}, {cfg.model}, {cfg.epochs} "
-          f"epochs) on {real.info.name} into {out}", flush=True)
-    bar = tqdm(total=todo, desc=f"experts shard {shard}/{shards}", disable=not run.progress)
-    for group in groups:
-        path = out / file_name(group)
-        blank = ExpertFile.for_run(real, cfg, run.seed, storage_dtype=run.storage_dtype)
-        if path.exists():
-            current = ExpertFile.load(path)
-            if current.header() != blank.header():
-                raise FileExistsError(f"{path} holds experts of a different run; choose another --out")
-        else:
-            current = blank
-        for i in group:
-            if i in current.expert_indices:
-                summary["skipped"].append(i)
-                bar.update(1)
-                continue
-            snaps = train_expert(real, cfg, index=i, seed=run.seed, device=device,
-                                 progress=f"expert {i}" if run.progress else False)
-            acc = None
-            if run.evaluate:
-                model = current.build_model(snaps[-1], device=device)
-                acc = 100.0 * accuracy(model, x_test, y_test)
-            current.add(i, snaps, acc)
-            current.save(path)  # atomic: an interruption loses at most the expert in progress
-            change = trajectory_smoothness(snaps)
-            logger.log(expert=i, test_accuracy=acc, param_change=change.tolist(), shard=f"{shard}/{shards}")
-            summary["trained"].append(i)
-            bar.update(1)
-            bar.set_postfix(acc=f"{acc:.1f}" if acc is not None else "-", change=f"{change.mean():.3g}")
-    bar.close()
-    print(f"shard {shard}/{shards}: trained {len(summary['trained'])}, already present {len(summary['skipped'])}",
-          flush=True)
-    return summary
+    return train_expert_run(run, args.out or Path("runs") / "experts" / run.name, shard=shard, shards=shards)
 
 
 def merge(args: argparse.Namespace) -> Path:

@@ -5,7 +5,7 @@
 CONFIG is a KRR-ST run config (``scripts/configs/krr_st/*.yaml``), so one file describes the whole experiment:
 
 - ``dataset``: the source images (labels are read only by the linear probe that reports the teacher's quality);
-- ``synthesizer.teacher_training``: the recipe (:class:`ddistill.ssl.BarlowTwinsConfig`);
+- ``synthesizer.teacher_training``: the recipe (:class:`synthesizers.krr_st.teacher.BarlowTwinsConfig`);
 - ``synthesizer.teacher``: where the teacher file goes (``--out`` overrides it);
 - ``seed`` / ``device``.
 
@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from tqdm.auto import tqdm
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ddistill import config as cfgmod
+from ddistill import config as cfgmod  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,18 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Trains, probes and saves the teacher; returns the summary written to ``teacher.json``."""
-    import synthesizers.krr_st  # noqa: F401  (registers krr_st even if the package __init__ does not import it)
-    from ddistill.cli import RunConfig, _component, _load_data
-    from ddistill.ssl import linear_probe, save_teacher, train_teacher
-    from ddistill.utils.io import write_json
+    from ddistill.cli import RunConfig
+    from ddistill.data import load_data
+    from ddistill.io import write_json
+    from ddistill.utils.probe import linear_probe
     from ddistill.utils.seed import derive_seed, make_generator
     from synthesizers import SYNTHESIZERS
+    from synthesizers.krr_st.teacher import save_teacher, train_teacher
 
     run_cfg = cfgmod.from_dict(RunConfig, cfgmod.load(args.config, args.overrides), where="config")
     name = dict(run_cfg.synthesizer or {}).get("name")
     if name != "krr_st":
         raise cfgmod.ConfigError(f"{args.config}: synthesizer.name is {name!r}; train_teacher reads a krr_st config")
-    _, synth_cfg = _component(SYNTHESIZERS, run_cfg.synthesizer, "synthesizer")
+    _, synth_cfg = cfgmod.build_component(SYNTHESIZERS, run_cfg.synthesizer, "synthesizer")
     tcfg = synth_cfg.teacher_training
     out = Path(args.out or synth_cfg.teacher or "")
     if not str(out) or out == Path("."):
@@ -63,13 +65,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if ckpt.exists() and not args.resume:
         raise FileExistsError(f"{ckpt} holds an interrupted training run; pass --resume to continue it or delete it")
 
-    real, test = _load_data(run_cfg.dataset, run_cfg.device)
+    real, test = load_data(run_cfg.dataset, run_cfg.device)
     print(f"training a Barlow Twins {tcfg.model} teacher on {real.info.name} ({real.x.shape[0]} images) -> {out}",
           flush=True)
     start = time.perf_counter()
     teacher = train_teacher(real, tcfg, seed=run_cfg.seed, device=run_cfg.device, checkpoint=ckpt,
                             resume=args.resume, progress=True,
-                            on_epoch_end=lambda e, loss: tqdm.write(f"epoch {e + 1}: loss {loss:.4f}"))
+                            on_epoch_end=lambda e, loss: print(f"epoch {e + 1}: loss {loss:.4f}", flush=True))
     seconds = time.perf_counter() - start
 
     accuracy = None

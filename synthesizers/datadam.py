@@ -21,7 +21,6 @@ cross-sample statistics (e.g. the instance-norm ConvNet of the ``paper`` preset)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +28,8 @@ from torch import Tensor, nn
 
 from ddistill.data import RealData
 
+from ._matching import FreshNetworkMatching, MatchingConfig
 from .base import SYNTHESIZERS
-from .dm import DistributionMatching, DMConfig
 
 
 def attention_map(feature: Tensor, power: float = 4.0) -> Tensor:
@@ -56,7 +55,7 @@ def class_mean_distance(real: Tensor, syn: Tensor, real_sizes: list[int], syn_si
 
 
 @dataclass
-class DataDAMConfig(DMConfig):
+class DataDAMConfig(MatchingConfig):
     """DataDAM hyper-parameters. Defaults = the paper's table (preset ``paper``).
 
     Args:
@@ -78,9 +77,8 @@ class DataDAMConfig(DMConfig):
 
 
 @SYNTHESIZERS.register("datadam")
-class DataDAM(DistributionMatching):
+class DataDAM(FreshNetworkMatching):
     Config = DataDAMConfig
-    name = "datadam"
     presets = {
         # The paper's hyper-parameter table: instance-norm ConvNet, p = 4, 8000 iterations, 256 real per class.
         "paper": {"preset": "paper", "model": "convnet", "model_kwargs": {}, "attention_power": 4.0,
@@ -92,27 +90,30 @@ class DataDAM(DistributionMatching):
                      "momentum": 0.5, "task_balance": 0.01},
     }
 
-    def init_synthetic(self, real: RealData) -> dict[str, nn.Parameter]:
-        params = super().init_synthetic(real)
+    def build(self, real: RealData) -> None:
+        super().build(real)
         # Compiled, |F|^p, the channel sum and the normalisation fuse into one pass over each feature map.
         self.attention = torch.compile(attention_map, dynamic=False) if self.perf.compile else attention_map
-        return params
 
-    def loss(self, real: RealData, step: int) -> Tensor:
+    def loss(self, real: RealData, step: int) -> tuple[Tensor, dict[str, float]]:
+        """SAM + lambda * MMD (Eq. 3-5) times the scale, with the two terms (before the scale) for the log."""
         net = self.sample_network(step)
-        x_real, x_syn = self.augmented_batches(real)
+        x_real, x_syn = self.siamese_class_batches(real)
         k, ipc = real.num_classes, self.config.ipc
-        real_sizes = [min(self.config.batch_real, real.class_count(c)) for c in range(k)]
+        real_sizes = self.real_batch_sizes(real)
         if self.config.batched:
             return self._loss_from(net, x_real, x_syn, real_sizes, ipc)
-        total = x_syn.new_zeros(())
+        total, terms = x_syn.new_zeros(()), {"sam": 0.0, "mmd": 0.0}
         starts = [sum(real_sizes[:c]) for c in range(k)]
         for c in range(k):
             xr = x_real[starts[c] : starts[c] + real_sizes[c]]
-            total = total + self._loss_from(net, xr, x_syn[c * ipc : (c + 1) * ipc], [real_sizes[c]], ipc)
-        return total
+            part, part_terms = self._loss_from(net, xr, x_syn[c * ipc : (c + 1) * ipc], [real_sizes[c]], ipc)
+            total = total + part
+            terms = {name: terms[name] + part_terms[name] for name in terms}
+        return total, terms
 
-    def _loss_from(self, net: nn.Module, x_real: Tensor, x_syn: Tensor, real_sizes: list[int], ipc: int) -> Tensor:
+    def _loss_from(self, net: nn.Module, x_real: Tensor, x_syn: Tensor, real_sizes: list[int],
+                   ipc: int) -> tuple[Tensor, dict[str, float]]:
         return self.synthetic_loss(net, x_syn, self.real_statistics(net, x_real), real_sizes, ipc)
 
     def real_statistics(self, net: nn.Module, x_real: Tensor) -> tuple[list[Tensor], Tensor]:
@@ -127,8 +128,9 @@ class DataDAM(DistributionMatching):
             return [self.attention(f, self.config.attention_power) for f in feats[:-1]], emb.float()
 
     def synthetic_loss(self, net: nn.Module, x_syn: Tensor, real_stats: tuple[list[Tensor], Tensor],
-                       real_sizes: list[int], ipc: int) -> Tensor:
-        """SAM + lambda * MMD (Eq. 3-5) of the synthetic batch against the real statistics, times the scale."""
+                       real_sizes: list[int], ipc: int) -> tuple[Tensor, dict[str, float]]:
+        """SAM + lambda * MMD (Eq. 3-5) of the synthetic batch against the real statistics, times the scale, and the
+        unscaled terms ``{"sam", "mmd"}``."""
         cfg = self.config
         att_real, emb_real = real_stats
         with self.perf.autocast(self.device):
@@ -137,8 +139,5 @@ class DataDAM(DistributionMatching):
         for a_real, f_syn in zip(att_real, feats_syn[:-1]):
             sam = sam + class_mean_distance(a_real, self.attention(f_syn, cfg.attention_power), real_sizes, ipc)
         mmd = class_mean_distance(emb_real, emb_syn.float(), real_sizes, ipc)
-        self.last_terms = {"sam": float(sam.detach()), "mmd": float(mmd.detach())}
-        return cfg.loss_scale * (sam + cfg.task_balance * mmd)
-
-    def extra_state(self) -> dict[str, Any]:
-        return {}
+        terms = {"sam": float(sam.detach()), "mmd": float(mmd.detach())}
+        return cfg.loss_scale * (sam + cfg.task_balance * mmd), terms

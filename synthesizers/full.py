@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -10,7 +9,7 @@ from ddistill.data import RealData
 from ddistill.synset import SyntheticSet
 
 from ._selection import selection_set
-from .base import SYNTHESIZERS, Callback, Synthesizer
+from .base import SYNTHESIZERS, Synthesizer
 
 
 @dataclass
@@ -21,7 +20,6 @@ class FullConfig:
 @SYNTHESIZERS.register("full")
 class FullDataset(Synthesizer):
     Config = FullConfig
-    name = "full"
 
-    def fit(self, real: RealData, *, callbacks: Sequence[Callback] = (), **_: object) -> SyntheticSet:
-        return selection_set(self, real, torch.arange(len(real)), record_indices=False)
+    def synthesize(self, real: RealData) -> SyntheticSet:
+        return selection_set(self, real, torch.arange(len(real)), ipc=None, record_indices=False)

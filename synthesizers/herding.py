@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._selection import CoresetConfig, CoresetSynthesizer
-from .base import SYNTHESIZERS, Synthesizer
+from ._selection import CoresetSynthesizer
+from .base import SYNTHESIZERS
 
 
 def herding_select(features: Tensor, k: int) -> Tensor:
@@ -31,11 +31,6 @@ def herding_select(features: Tensor, k: int) -> Tensor:
     return torch.tensor(picked, dtype=torch.long)
 
 
-HerdingConfig = CoresetConfig
-
-
 @SYNTHESIZERS.register("herding")
-class Herding(CoresetSynthesizer, Synthesizer):
-    Config = HerdingConfig
-    name = "herding"
+class Herding(CoresetSynthesizer):
     select = staticmethod(herding_select)

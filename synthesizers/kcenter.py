@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._selection import CoresetConfig, CoresetSynthesizer
-from .base import SYNTHESIZERS, Synthesizer
+from ._selection import CoresetSynthesizer
+from .base import SYNTHESIZERS
 
 
 def kcenter_select(features: Tensor, k: int) -> Tensor:
@@ -26,11 +26,6 @@ def kcenter_select(features: Tensor, k: int) -> Tensor:
     return torch.tensor(picked, dtype=torch.long)
 
 
-KCenterConfig = CoresetConfig
-
-
 @SYNTHESIZERS.register("kcenter")
-class KCenter(CoresetSynthesizer, Synthesizer):
-    Config = KCenterConfig
-    name = "kcenter"
+class KCenter(CoresetSynthesizer):
     select = staticmethod(kcenter_select)

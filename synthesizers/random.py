@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -11,7 +10,7 @@ from ddistill.synset import SyntheticSet
 from ddistill.utils.seed import make_generator
 
 from ._selection import selection_set
-from .base import SYNTHESIZERS, Callback, Synthesizer
+from .base import SYNTHESIZERS, Synthesizer
 
 
 @dataclass
@@ -22,16 +21,19 @@ class RandomConfig:
 
     ipc: int = 10
 
+    def __post_init__(self) -> None:
+        if self.ipc < 1:
+            raise ValueError(f"ipc must be >= 1, got {self.ipc}")
+
 
 @SYNTHESIZERS.register("random")
 class RandomSubset(Synthesizer):
     """IPC random real images per class, drawn with the synthesizer's seed."""
 
     Config = RandomConfig
-    name = "random"
 
-    def fit(self, real: RealData, *, callbacks: Sequence[Callback] = (), **_: object) -> SyntheticSet:
+    def synthesize(self, real: RealData) -> SyntheticSet:
         self.check_ipc(real, self.config.ipc)
         gen = make_generator(self.seed)
         idx = torch.cat([real.sample_indices(c, self.config.ipc, gen, strict=True) for c in range(real.num_classes)])
-        return selection_set(self, real, idx)
+        return selection_set(self, real, idx, ipc=self.config.ipc)

@@ -1,20 +1,18 @@
 """Shared fixtures: tiny real data (scikit-learn digits, which ships with the package) and fast settings."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
 
 from ddistill.data import load_real
-from ddistill.utils.perf import PerfConfig
+from tests._helpers import FAST, SHARED_DATA, one_torch_thread  # noqa: F401  (re-exported for older imports)
 
-#: ``../shared/data`` beside the repository (as on CI), or $DDISTILL_SHARED_DATA.
-SHARED_DATA = Path(os.environ.get("DDISTILL_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
-#: Eager fp32 for unit tests: compile warm-up would dominate second-long tests.
-FAST = PerfConfig(channels_last=False, bf16=False, compile=False)
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for the module (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

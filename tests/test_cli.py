@@ -11,7 +11,7 @@ from ddistill.synset import SyntheticSet
 FAST_OVERRIDES = [
     "synthesizer.iterations=4", "synthesizer.ipc=2", "synthesizer.batch_real=8", "synthesizer.checkpoint_every=2",
     "synthesizer.model_kwargs={depth: 2, width: 16}", "synthesizer.perf.compile=false",
-    "evaluator.num_models=1", "evaluator.epochs=3", "evaluator.model_kwargs={depth: 2, width: 16}",
+    "evaluator.num_models=1", "evaluator.train.epochs=3", "evaluator.model_kwargs={depth: 2, width: 16}",
     "evaluator.perf.compile=false", "evaluator.progress=false",
 ]
 
@@ -43,7 +43,7 @@ def test_distill_show_evaluate(tmp_path, capsys):
     assert "synthesizer: dm" in capsys.readouterr().out and (tmp_path / "g.png").exists()
 
     out = tmp_path / "eval.json"
-    assert main(["evaluate", str(run / "synset.pt"), "evaluator.num_models=1", "evaluator.epochs=2",
+    assert main(["evaluate", str(run / "synset.pt"), "evaluator.num_models=1", "evaluator.train.epochs=2",
                  "evaluator.model=mlp", "evaluator.perf.compile=false", "evaluator.progress=false",
                  "--out", str(out)]) == 0
     assert json.loads(out.read_text())["evaluation"]["model"] == "mlp"

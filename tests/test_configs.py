@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from ddistill import config
-from ddistill.cli import RunConfig, _component
+from ddistill.cli import RunConfig
+from ddistill.config import build_component
 from evaluators import EVALUATORS
 from synthesizers import SYNTHESIZERS
 
@@ -20,6 +21,6 @@ def test_configs_exist():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])))
 def test_config_parses(path):
     run = config.from_dict(RunConfig, config.load(path), where=str(path))
-    _component(SYNTHESIZERS, run.synthesizer, "synthesizer")
+    build_component(SYNTHESIZERS, run.synthesizer, "synthesizer")
     if run.evaluator is not None:
-        _component(EVALUATORS, run.evaluator, "evaluator")
+        build_component(EVALUATORS, run.evaluator, "evaluator")

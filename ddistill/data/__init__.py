@@ -1,5 +1,6 @@
-"""Datasets: a registry of loaders returning whole splits as uint8 tensors, the class-indexed store
-of encoded real images, and the pixel encoding (mean/std, ZCA) that travels with synthetic sets."""
+"""Datasets: registries of loaders (images: whole splits as uint8 tensors; graphs: PyG ``Data`` lists), the
+class-indexed store of encoded real images, the pixel encoding (mean/std, ZCA) that travels with synthetic sets,
+the ``dataset:`` config block (:class:`DataSpec`) and the loaders of a run's training and evaluation data."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,43 +8,30 @@ from typing import Any
 import torch
 
 from .encoding import Encoding
+from .eval_data import EvalData, EvalNeeds, load_eval_data
 from .image import DATASETS, MEAN_STD
 from .info import DatasetInfo, ImageData
 from .real import RealData
+from .spec import DataSpec, is_graph_dataset, load_data, load_split, make_encoding
 from .zca import ZCA
 
-__all__ = ["DATASETS", "MEAN_STD", "DatasetInfo", "Encoding", "ImageData", "RealData", "ZCA", "get_dataset",
-           "list_datasets", "make_encoding", "load_real"]
+__all__ = ["DATASETS", "MEAN_STD", "DataSpec", "DatasetInfo", "Encoding", "EvalData", "EvalNeeds", "ImageData",
+           "RealData", "ZCA", "get_dataset", "is_graph_dataset", "list_datasets", "load_data", "load_eval_data",
+           "load_real", "load_split", "make_encoding"]
 
 
 def get_dataset(name: str, *, root: str | None = None, split: str = "train", download: bool = False,
                 **kwargs: Any) -> ImageData:
     """Loads one split of a registered dataset. Unknown names raise a KeyError listing the choices."""
-    return DATASETS.get(name)(root=root, split=split, download=download, **kwargs)
+    return load_split(DataSpec(name, root, download, kwargs=kwargs), split)
 
 
 def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-def make_encoding(train: ImageData, *, zca: bool = False, zca_eps: float = 0.1, normalize: bool | None = None) -> Encoding:
-    """The encoding of a training split: mean/std normalisation, or ZCA fitted on the whole split.
-
-    With ZCA, mean/std normalisation is skipped by default, as in the MTT/KIP CIFAR recipes.
-    """
-    info = train.info
-    normalize = (not zca) if normalize is None else normalize
-    shape = (info.in_channels, *info.image_size)
-    enc = Encoding(info.mean, info.std, shape, normalize=normalize)
-    if zca:
-        enc.zca = ZCA.fit(Encoding(info.mean, info.std, shape, normalize=normalize).encode(train.x), eps=zca_eps)
-    return enc
-
-
 def load_real(name: str, *, root: str | None = None, download: bool = False, zca: bool = False,
               zca_eps: float = 0.1, device: torch.device | str = "cpu", **kwargs: Any) -> tuple[RealData, ImageData]:
-    """Train split as a :class:`RealData` store plus the raw test split (encode it with ``real.encoding``)."""
-    train = get_dataset(name, root=root, split="train", download=download, **kwargs)
-    test = get_dataset(name, root=root, split="test", download=download, **kwargs)
-    encoding = make_encoding(train, zca=zca, zca_eps=zca_eps)
-    return RealData.from_images(train, encoding, device), test
+    """Train split as a :class:`RealData` store plus the raw test split (encode it with ``real.encoding``);
+    :func:`load_data` for an image dataset named by keywords."""
+    return load_data(DataSpec(name, root, download, zca, zca_eps, dict(kwargs)), device)

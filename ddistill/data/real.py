@@ -1,7 +1,8 @@
 """The class-indexed store of real training images that every synthesizer samples from."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -19,12 +20,15 @@ class RealData:
         y: labels (N,) int64 on ``device``.
         info: dataset facts (classes, shape, ...).
         encoding: how ``x`` was produced from pixels (saved into every synthetic set).
+        spec: the ``dataset:`` block it was loaded from (a :class:`~ddistill.data.spec.DataSpec`), recorded as
+            ``meta["data"]`` in every set made from it so the set can be re-evaluated; None for hand-made data.
     """
 
     x: Tensor
     y: Tensor
     info: DatasetInfo
     encoding: Encoding
+    spec: Any = None
 
     def __post_init__(self) -> None:
         order = torch.argsort(self.y.cpu(), stable=True)
@@ -32,9 +36,15 @@ class RealData:
         self._by_class: list[Tensor] = list(torch.split(order.to(self.x.device), counts.tolist()))
 
     @classmethod
-    def from_images(cls, data: ImageData, encoding: Encoding, device: torch.device | str = "cpu") -> "RealData":
+    def from_images(cls, data: ImageData, encoding: Encoding, device: torch.device | str = "cpu", *,
+                    spec: Any = None) -> "RealData":
         x = encoding.encode(data.x.to(device))
-        return cls(x, data.y.to(device), data.info, encoding)
+        return cls(x, data.y.to(device), data.info, encoding, spec)
+
+    def subset(self, index: Tensor) -> "RealData":
+        """The images at ``index`` (same info, encoding and spec) with a fresh class index."""
+        index = index.to(self.x.device)
+        return replace(self, x=self.x[index], y=self.y[index])
 
     @property
     def num_classes(self) -> int:
@@ -54,10 +64,6 @@ class RealData:
         """Indices into ``x`` of every image of class ``c``. Shape: (n_c,)."""
         self._check_class(c)
         return self._by_class[c]
-
-    def class_images(self, c: int) -> Tensor:
-        """All images of class ``c``. Shape: (n_c, C, H, W)."""
-        return self.x[self.class_indices(c)]
 
     def sample(self, c: int, n: int, generator: torch.Generator | None = None, *, replace: bool = False) -> Tensor:
         """``n`` random images of class ``c``, drawn with ``generator`` (CPU generator).

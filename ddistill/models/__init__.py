@@ -14,23 +14,15 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
-
-from ddistill.registry import Registry
-
-MODELS = Registry("model")
-
-# The submodules register themselves into MODELS on import, so they must come after its definition.
-from ddistill.models import alexnet, convnet, lenet, mlp, resnet, vgg  # noqa: E402,F401
-from ddistill.models.alexnet import AlexNet  # noqa: E402
-from ddistill.models.convnet import ConvNet  # noqa: E402
-from ddistill.models.family import ModelFamily  # noqa: E402
-from ddistill.models.lenet import LeNet  # noqa: E402
-from ddistill.models.mlp import MLP  # noqa: E402
-from ddistill.models.resnet import ResNet  # noqa: E402
-from ddistill.models.vgg import VGG  # noqa: E402
+from ddistill.models import alexnet, convnet, lenet, mlp, resnet, vgg  # noqa: F401  (register into MODELS)
+from ddistill.models._registry import MODELS, create_model, list_models
+from ddistill.models.alexnet import AlexNet
+from ddistill.models.convnet import ConvNet
+from ddistill.models.family import ModelFamily
+from ddistill.models.lenet import LeNet
+from ddistill.models.mlp import MLP
+from ddistill.models.resnet import ResNet
+from ddistill.models.vgg import VGG
 
 __all__ = [
     "EVAL_POOLS",
@@ -55,32 +47,3 @@ EVAL_POOLS: dict[str, list[str]] = {
     "norm": ["convnet_nn", "convnet_bn", "convnet_ln", "convnet_in", "convnet_gn"],
     "pool": ["convnet_np", "convnet_mp", "convnet_ap"],
 }
-
-
-def create_model(
-    name: str,
-    *,
-    in_channels: int,
-    num_classes: int,
-    image_size: int | tuple[int, int],
-    **overrides: Any,
-) -> nn.Module:
-    """Builds the registered model ``name``.
-
-    Args:
-        name: registry key (see :func:`list_models`); unknown names raise ``KeyError`` listing the choices.
-        in_channels: number of input channels.
-        num_classes: number of logits (0 gives an Identity head, so ``forward`` returns the embedding).
-        image_size: ``int`` or ``(H, W)``.
-        **overrides: architecture keyword arguments that replace the variant's defaults
-            (e.g. ``norm="batchnorm"``, ``width=64``, ``depth=4``).
-
-    Returns:
-        A freshly initialised module, drawn from the global RNG (use :class:`ModelFamily` for seeded streams).
-    """
-    return MODELS.get(name)(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **overrides)
-
-
-def list_models() -> list[str]:
-    """Sorted names of all registered models."""
-    return MODELS.names()

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 
-from ddistill.models import MODELS
+from ddistill.models._registry import MODELS
 from ddistill.models._layers import BlockStackNet, ConvNormAct, default_convnet_depth, to_2tuple
 
 __all__ = ["ConvNet"]

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ddistill.models._registry import MODELS, create_model
 from ddistill.utils.seed import seeded_rng
 
 __all__ = ["ModelFamily"]
@@ -52,8 +53,6 @@ class ModelFamily:
         seed: int = 0,
         **model_kwargs: Any,
     ) -> None:
-        from ddistill.models import MODELS
-
         MODELS.get(name)  # fail fast on typos, with the list of valid names
         self.name = name
         self.in_channels = in_channels
@@ -71,8 +70,6 @@ class ModelFamily:
 
     def build(self, index: int, device: torch.device | str = "cpu") -> nn.Module:
         """Network ``index`` of the stream, on ``device``; the same ``(seed, index)`` always gives the same weights."""
-        from ddistill.models import create_model
-
         with seeded_rng(self.derived_seed(index)):
             model = create_model(
                 self.name,

@@ -233,11 +233,15 @@ for _conv in ("gcn", "gin", "gat"):
     GNN_MODELS.register(_conv)(_variant(_conv))
 
 
+#: Cross-architecture pools of GNNs (``ddistill evaluate --pool gnn``; Mirage is model-agnostic).
+GNN_POOLS: dict[str, list[str]] = {"gnn": ["gcn", "gin", "gat"]}
+
+
 def create_gnn(name: str, *, node_spec: dict[str, Any] | None, edge_spec: dict[str, Any] | None, num_classes: int,
                **overrides: Any) -> GNN:
     """Builds the registered GNN ``name`` (unknown names raise a KeyError listing the choices)."""
     return GNN_MODELS.get(name)(node_spec=node_spec, edge_spec=edge_spec, num_classes=num_classes, **overrides)
 
 
-__all__ = ["CONVS", "FEATURE_ENCODERS", "GNN", "GNN_MODELS", "CategoricalEncoder", "LinearEncoder", "build_encoder",
+__all__ = ["CONVS", "FEATURE_ENCODERS", "GNN", "GNN_MODELS", "GNN_POOLS", "CategoricalEncoder", "LinearEncoder", "build_encoder",
            "create_gnn"]

@@ -5,7 +5,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ddistill.models import MODELS
+from ddistill.models._registry import MODELS
 from ddistill.models._layers import BaseNet, ConvNormAct, make_head, to_2tuple
 
 __all__ = ["LeNet"]

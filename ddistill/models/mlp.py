@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ddistill.models import MODELS
+from ddistill.models._registry import MODELS
 from ddistill.models._layers import BaseNet, make_act, make_head, to_2tuple
 
 __all__ = ["MLP"]

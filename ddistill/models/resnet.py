@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ddistill.models import MODELS
+from ddistill.models._registry import MODELS
 from ddistill.models._layers import BaseNet, check_size, conv_out_size, make_head, make_norm, to_2tuple
 
 __all__ = ["BasicBlock", "ResNet"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 
-from ddistill.models import MODELS
+from ddistill.models._registry import MODELS
 from ddistill.models._layers import BlockStackNet, ConvNormAct, to_2tuple
 
 __all__ = ["VGG", "VGG_CFGS"]

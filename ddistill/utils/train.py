@@ -1,25 +1,36 @@
-"""Training and testing loops shared by evaluators, baselines and expert training.
+"""The one training recipe type (:class:`TrainRecipe`) and the loop that runs it, shared by every evaluator, the
+coreset baselines, expert training and the linear probe.
 
-The loop follows DC's ``evaluate_synset``/``epoch`` (Zhao et al., ICLR 2021): SGD with momentum and
-weight decay, one x0.1 learning-rate step, DSA applied to every training batch with fresh per-sample
-parameters. DC's implicit details are explicit arguments here: the number of epochs actually run, the
-epoch at which the rate drops, and whether the optimiser (and its momentum) is rebuilt at the drop.
+The loop follows DC's ``evaluate_synset``/``epoch`` (Zhao et al., ICLR 2021): SGD with momentum and weight decay, one
+x0.1 learning-rate step, augmentation applied to every training batch with fresh per-sample parameters. DC's implicit
+details are explicit fields here: the number of epochs actually run, the epoch at which the rate drops, and whether
+the optimiser (and its momentum) is rebuilt at the drop. The same loop also runs a fixed number of SGD steps with a
+cosine schedule (KRR-ST's fine-tuning and linear probe).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .perf import PerfConfig
+from .progress import progress_bar
+
+__all__ = ["LR_SCHEDULES", "OPTIMIZERS", "TrainRecipe", "accuracy", "cosine_lr", "criterion_for", "predict", "soft_cross_entropy",
+           "train_classifier"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 #: ``batch_loss(model, xb, yb, epoch) -> loss`` on the *unaugmented* batch: owns augmentation, forward and criterion.
 BatchLossFn = Callable[[nn.Module, Tensor, Tensor, int], Tensor]
+
+#: Learning-rate schedules of :class:`TrainRecipe`.
+LR_SCHEDULES = ("step", "cosine", "constant")
+#: Optimisers of :class:`TrainRecipe` (``momentum`` applies to SGD only).
+OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
@@ -39,41 +50,102 @@ def criterion_for(labels: str) -> LossFn:
     return table[labels]
 
 
+def cosine_lr(step: int, total: int, base: float, final: float = 0.0) -> float:
+    """Cosine annealing from ``base`` at step 0 to ``final`` at step ``total`` (``CosineAnnealingLR(T_max=total)``
+    stepped after every step)."""
+    return final + 0.5 * (base - final) * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
 @dataclass
-class TrainSchedule:
-    """SGD recipe.
+class TrainRecipe:
+    """How a network is trained: the recipe nested in every evaluator config (``train:``, ``pretrain:``,
+    ``finetune:``) and in the expert config. Defaults: DC's evaluation (SGD 0.01, momentum 0.9, wd 5e-4, batch 256,
+    x0.1 at half, DSA).
 
     Args:
         epochs: epochs actually run (DC's ``Epoch=1000`` runs 1001: set 1001 to mirror it exactly).
-        lr: initial learning rate.
-        momentum, weight_decay: SGD settings.
+        iterations: run this many SGD steps instead (the data reshuffled at every epoch boundary; the last batch of
+            an epoch may be smaller); None = ``epochs`` whole epochs.
+        lr: initial learning rate, or ``"learned"`` where the evaluated set stores a learned rate (trajectory
+            matching; the classifier evaluator reads it).
+        momentum, weight_decay: optimiser settings (momentum: SGD only).
         batch_size: mini-batch size.
-        lr_decay_epoch: epochs from this index on use ``lr * lr_decay``; None = ``epochs // 2``
-            (DC: ``Epoch // 2 + 1``); -1 = never.
-        lr_decay: multiplicative factor at the drop.
-        rebuild_optimizer_at_decay: DC builds a new SGD at the drop, which discards momentum.
+        optimizer: ``"sgd"`` (the papers' evaluation), ``"adam"`` or ``"adamw"`` (e.g. the GNNs of the graph
+            evaluator).
+        schedule: ``"step"`` (one x``lr_decay`` drop at ``lr_decay_at``), ``"cosine"`` (annealed to 0 over all
+            steps, per step) or ``"constant"``.
+        lr_decay_at: with ``schedule="step"``, the first epoch trained with the decayed rate: an epoch index,
+            ``"half"`` (= epochs // 2), ``"half+N"`` (= epochs // 2 + N; AST's experts use ``half+2``) or ``"never"``.
+        lr_decay: factor of the drop.
+        rebuild_optimizer_at_decay: DC builds a new SGD at the drop, which discards momentum; False keeps it
+            (``MultiStepLR``).
+        augment: augmentation of every training batch: ``"dsa"``, ``"none"``, ``"pad_crop_flip"``, or a mapping
+            ``{name: dsa, strategy: ..., scale: 1.2, ...}`` with the augmentation's arguments (see
+            :func:`ddistill.augment.build_augment`). DSA's strategy defaults to the dataset's.
     """
 
     epochs: int = 1000
-    lr: float = 0.01
+    iterations: int | None = None
+    lr: float | str = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
-    lr_decay_epoch: int | None = None
+    optimizer: str = "sgd"
+    schedule: str = "step"
+    lr_decay_at: int | str = "half"
     lr_decay: float = 0.1
     rebuild_optimizer_at_decay: bool = True
+    augment: str | dict[str, Any] = "dsa"
 
-    def decay_epoch(self) -> int:
-        if self.lr_decay_epoch is None:
-            return self.epochs // 2
-        return self.lr_decay_epoch
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer '{self.optimizer}'; choose from {list(OPTIMIZERS)}")
+        if self.schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown schedule '{self.schedule}'; choose from {list(LR_SCHEDULES)}")
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.iterations is not None and self.iterations < 0:
+            raise ValueError(f"iterations must be >= 0 or null, got {self.iterations}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if isinstance(self.lr, str) and self.lr != "learned":
+            raise ValueError(f"lr must be a number or 'learned', not {self.lr!r}")
+        self.decay_epoch()  # validates lr_decay_at
+
+    def decay_epoch(self) -> int | None:
+        """First epoch index trained with ``lr * lr_decay`` (None: no drop)."""
+        at = self.lr_decay_at
+        if self.schedule != "step" or at == "never" or self.lr_decay == 1.0:
+            return None
+        if isinstance(at, int) and not isinstance(at, bool):
+            return at
+        if isinstance(at, str) and at.replace(" ", "").startswith("half"):
+            rest = at.replace(" ", "")[4:]
+            try:
+                return self.epochs // 2 + (int(rest) if rest else 0)
+            except ValueError:
+                pass
+        raise ValueError(f"lr_decay_at must be an epoch index, 'half', 'half+N' or 'never', not {at!r}")
+
+    def make_optimizer(self, params: Any, lr: float | None = None) -> torch.optim.Optimizer:
+        """The recipe's optimiser over ``params`` at ``lr`` (default: the recipe's)."""
+        rate = float(self.lr if lr is None else lr)
+        if self.optimizer == "adam":
+            return torch.optim.Adam(params, lr=rate, weight_decay=self.weight_decay)
+        if self.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=rate, weight_decay=self.weight_decay)
+        return torch.optim.SGD(params, lr=rate, momentum=self.momentum, weight_decay=self.weight_decay)
+
+    def with_lr(self, lr: float) -> "TrainRecipe":
+        """A copy with a numeric learning rate (e.g. the set's learned one)."""
+        return replace(self, lr=float(lr))
 
 
 def train_classifier(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    schedule: TrainSchedule,
+    recipe: TrainRecipe,
     *,
     augment: nn.Module | None = None,
     criterion: LossFn | None = None,
@@ -83,18 +155,20 @@ def train_classifier(
     on_epoch_end: Callable[[int, float], None] | None = None,
     loss_fn: BatchLossFn | None = None,
 ) -> float:
-    """Trains ``model`` in place on (x, y); returns the mean loss of the last epoch.
+    """Trains ``model`` in place on (x, y) with ``recipe``; returns the mean loss of the last epoch (or of the
+    last ``len(x) / batch_size`` steps in iterations mode).
 
     Args:
         model: the network (already on x's device).
-        x: inputs (N, C, H, W) (or (N, D) for MLP-like data), encoded.
+        x: inputs (N, C, H, W) (or (N, D) for features), encoded.
         y: targets: (N,) long, or (N, K) float for soft/regression labels.
+        recipe: the SGD recipe (its ``lr`` must be a number here; its ``augment`` spec is built by the caller).
         augment: called as ``augment(xb, generator=generator)`` on every batch (fresh per-sample params).
         criterion: loss(out, y); default cross-entropy.
         generator: CPU generator for shuffling and augmentation.
         perf: memory-format / autocast settings (already resolved).
-        progress: show a tqdm bar over epochs (a string becomes its description).
-        on_epoch_end: hook ``(epoch, mean_loss)``, e.g. for expert trajectory snapshots.
+        progress: a progress bar (a string is its label; drawn only on a terminal).
+        on_epoch_end: hook ``(epoch, mean_loss)`` after every whole epoch, e.g. for expert trajectory snapshots.
         loss_fn: optional ``loss_fn(model, xb, yb, epoch) -> loss`` replacing augmentation, forward and criterion
             for each batch ``xb`` as drawn (unaugmented). Expert training uses it for AST's epoch-dependent
             clipping factor and its gradient penalty on the clean input. It must draw any randomness from
@@ -103,72 +177,122 @@ def train_classifier(
     if loss_fn is not None and (augment is not None or criterion is not None):
         raise ValueError("train_classifier: pass either loss_fn or augment/criterion, not both (loss_fn owns the "
                          "augmentation and the criterion of each batch)")
+    if isinstance(recipe.lr, str):
+        raise ValueError(f"train_classifier needs a numeric learning rate, got {recipe.lr!r} (resolve 'learned' from "
+                         f"the set first)")
     perf = perf or PerfConfig(False, False)
     criterion = criterion or (lambda out, t: F.cross_entropy(out.float(), t))
     device = x.device
     n = x.shape[0]
-    lr = schedule.lr
+    lr = float(recipe.lr)
 
     def new_optimizer(rate: float) -> torch.optim.Optimizer:
-        return torch.optim.SGD(model.parameters(), lr=rate, momentum=schedule.momentum,
-                               weight_decay=schedule.weight_decay)
+        return recipe.make_optimizer(model.parameters(), rate)
+
+    def batch_loss(xb: Tensor, yb: Tensor, epoch: int) -> Tensor:
+        if loss_fn is not None:
+            loss = loss_fn(model, xb, yb, epoch)
+        else:
+            if augment is not None:
+                xb = augment(xb, generator=generator)
+            xb = perf.prepare_input(xb)
+            with perf.autocast(device):
+                out = model(xb)
+            loss = criterion(out, yb)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}; lower the learning rate "
+                                     f"({opt.param_groups[0]['lr']:g}) or check the inputs for NaN")
+        return loss
 
     opt = new_optimizer(lr)
-    decay_at = schedule.decay_epoch()
     model.train()
+    if recipe.iterations is not None:
+        return _train_iterations(recipe, n, opt, batch_loss, x, y, generator, progress)
+
+    decay_at = recipe.decay_epoch()
+    steps_per_epoch = math.ceil(n / recipe.batch_size) if n else 0
+    total_steps = steps_per_epoch * recipe.epochs
     last = float("nan")
-    bar = tqdm(range(schedule.epochs), desc=progress if isinstance(progress, str) else "train",
-               disable=not progress, leave=False, mininterval=1.0)
-    for epoch in bar:
-        if epoch == decay_at and decay_at >= 0:
-            lr *= schedule.lr_decay
-            if schedule.rebuild_optimizer_at_decay:
+    step = 0
+    for epoch in progress_bar(range(recipe.epochs), enabled=progress or False, leave=False,
+                              desc=progress if isinstance(progress, str) else "train"):
+        if decay_at is not None and epoch == decay_at and decay_at >= 0:
+            lr *= recipe.lr_decay
+            if recipe.rebuild_optimizer_at_decay:
                 opt = new_optimizer(lr)
             else:
                 for group in opt.param_groups:
                     group["lr"] = lr
         order = torch.randperm(n, generator=generator).to(device)
         total, count = 0.0, 0
-        for start in range(0, n, schedule.batch_size):
-            idx = order[start : start + schedule.batch_size]
-            xb, yb = x[idx], y[idx]
-            if loss_fn is not None:
-                loss = loss_fn(model, xb, yb, epoch)
-            else:
-                if augment is not None:
-                    xb = augment(xb, generator=generator)
-                xb = perf.prepare_input(xb)
-                with perf.autocast(device):
-                    out = model(xb)
-                loss = criterion(out, yb)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss became {loss.item()} at epoch {epoch}; lower the learning rate ({lr}) "
-                    f"or check the inputs for NaN"
-                )
+        for start in range(0, n, recipe.batch_size):
+            if recipe.schedule == "cosine":
+                for group in opt.param_groups:
+                    group["lr"] = cosine_lr(step, total_steps, float(recipe.lr))
+            idx = order[start : start + recipe.batch_size]
+            loss = batch_loss(x[idx], y[idx], epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item() * idx.numel()
             count += idx.numel()
+            step += 1
         last = total / max(count, 1)
         if on_epoch_end is not None:
             on_epoch_end(epoch, last)
     return last
 
 
+def _train_iterations(recipe: TrainRecipe, n: int, opt: torch.optim.Optimizer,
+                      batch_loss: Callable[[Tensor, Tensor, int], Tensor], x: Tensor, y: Tensor,
+                      generator: torch.Generator | None, progress: bool | str) -> float:
+    """``recipe.iterations`` SGD steps over per-epoch shuffles (``selfsup_dd``'s infinite loader): the lr is set before
+    every step (cosine or constant); a new permutation is drawn whenever the previous one is used up."""
+    total = int(recipe.iterations or 0)
+    base = float(recipe.lr)
+    order, cursor, epoch = torch.randperm(n, generator=generator), 0, 0
+    recent: list[float] = []
+    window = max(1, math.ceil(n / recipe.batch_size))
+    for it in progress_bar(range(total), enabled=progress or False, leave=False,
+                           desc=progress if isinstance(progress, str) else "train"):
+        if recipe.schedule == "cosine":
+            for group in opt.param_groups:
+                group["lr"] = cosine_lr(it, total, base)
+        if cursor >= n:
+            order, cursor, epoch = torch.randperm(n, generator=generator), 0, epoch + 1
+        idx = order[cursor : cursor + recipe.batch_size].to(x.device)
+        cursor += recipe.batch_size
+        loss = batch_loss(x[idx], y[idx], epoch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        recent = (recent + [float(loss.detach())])[-window:]
+    return sum(recent) / len(recent) if recent else float("nan")
+
+
 @torch.no_grad()
-def predict(model: nn.Module, x: Tensor, *, batch_size: int = 1024, perf: PerfConfig | None = None) -> Tensor:
-    """Model outputs for all of ``x`` in eval mode. Shape: (N, ...) -> (N, K) float32."""
+def predict(model: nn.Module | Callable[[Tensor], Tensor], x: Tensor, *, batch_size: int = 1024,
+            perf: PerfConfig | None = None, device: torch.device | str | None = None) -> Tensor:
+    """Outputs of ``model`` (a module, or a bound method such as ``net.embed``) for all of ``x`` in eval mode,
+    batched; the module's train/eval mode is restored afterwards.
+
+    Shape: (N, ...) -> (N, K) float32 (flattened to 2-d).
+    """
     perf = perf or PerfConfig(False, False)
-    was_training = model.training
-    model.eval()
+    module = model if isinstance(model, nn.Module) else getattr(model, "__self__", None)
+    was_training = module.training if isinstance(module, nn.Module) else None
+    if isinstance(module, nn.Module):
+        module.eval()
     outs = []
     for start in range(0, x.shape[0], batch_size):
-        xb = perf.prepare_input(x[start : start + batch_size])
-        with perf.autocast(x.device):
-            outs.append(model(xb).float())
-    model.train(was_training)
+        xb = x[start : start + batch_size]
+        if device is not None:
+            xb = xb.to(device)
+        xb = perf.prepare_input(xb)
+        with perf.autocast(xb.device):
+            outs.append(model(xb).float().flatten(1))
+    if isinstance(module, nn.Module) and was_training is not None:
+        module.train(was_training)
     return torch.cat(outs)
 
 

@@ -1,10 +1,11 @@
 import pytest
 import torch
 
+from ddistill.utils.train import TrainRecipe
 from evaluators import EVALUATORS, ClassifierConfig, ClassifierEvaluator, EvalResult
 from synthesizers import SYNTHESIZERS
 
-from ..conftest import FAST
+from tests._helpers import FAST
 
 
 def _random_set(real, ipc=10, seed=0):
@@ -20,8 +21,8 @@ def test_eval_result_stats():
 def test_beats_chance_on_digits_and_is_reproducible(digits):
     real, test = digits
     synset = _random_set(real, ipc=10)
-    cfg = ClassifierConfig(model="convnet", model_kwargs={"depth": 2, "width": 32}, num_models=2, epochs=40,
-                           perf=FAST, progress=False)
+    cfg = ClassifierConfig(model="convnet", model_kwargs={"depth": 2, "width": 32}, num_models=2,
+                           train=TrainRecipe(epochs=40), perf=FAST)
     res = ClassifierEvaluator(cfg, seed=0).evaluate(synset, test)
     assert res.metric == "accuracy" and len(res.values) == 2
     assert res.mean > 50.0  # chance is 10 %
@@ -32,7 +33,8 @@ def test_beats_chance_on_digits_and_is_reproducible(digits):
 def test_learned_lr_and_errors(digits):
     real, test = digits
     synset = _random_set(real, ipc=2)
-    cfg = ClassifierConfig(model="mlp", num_models=1, epochs=2, lr="learned", augment="none", perf=FAST, progress=False)
+    cfg = ClassifierConfig(model="mlp", num_models=1, train=TrainRecipe(epochs=2, lr="learned", augment="none"),
+                           perf=FAST)
     with pytest.raises(ValueError, match="no learned lr"):
         ClassifierEvaluator(cfg).evaluate(synset, test)
     synset.tensors["lr"] = torch.tensor(0.02)
@@ -46,8 +48,8 @@ def test_learned_lr_and_errors(digits):
 
 def test_whole_dataset_upper_bound(digits):
     real, test = digits
-    cfg = ClassifierConfig(model="convnet", model_kwargs={"depth": 2, "width": 32}, num_models=1, epochs=10,
-                           augment="none", perf=FAST, progress=False)
+    cfg = ClassifierConfig(model="convnet", model_kwargs={"depth": 2, "width": 32}, num_models=1,
+                           train=TrainRecipe(epochs=10, augment="none"), perf=FAST)
     res = ClassifierEvaluator(cfg).evaluate_real(real, test)
     assert res.details["train_size"] == len(real) and res.mean > 85.0
 

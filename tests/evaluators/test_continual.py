@@ -1,10 +1,11 @@
 import pytest
 
+from ddistill.utils.train import TrainRecipe
 from evaluators import EVALUATORS
 from evaluators.continual import ContinualConfig, ContinualEvaluator, class_orders, stage_splits
 from synthesizers import SYNTHESIZERS
 
-from ..conftest import FAST
+from tests._helpers import FAST
 
 
 def test_stage_splits():
@@ -26,7 +27,7 @@ def test_memory_accounting_and_curve_on_digits(digits):
     rnd = SYNTHESIZERS.get("random")
     synset = rnd(rnd.Config(ipc=3), seed=0).fit(real)
     cfg = ContinualConfig(stages=5, num_orders=2, models_per_order=1, model="convnet",
-                          model_kwargs={"depth": 2, "width": 16}, epochs=15, augment="none", perf=FAST, progress=False)
+                          model_kwargs={"depth": 2, "width": 16}, train=TrainRecipe(epochs=15, augment="none"), perf=FAST)
     res = ContinualEvaluator(cfg, seed=0).evaluate(synset, test)
     d = res.details
     # memory grows by 2 classes x 3 images per stage; the model is retrained from scratch each stage

@@ -2,10 +2,12 @@ import pytest
 from scipy.stats import spearmanr
 
 from ddistill.cli import main
+from ddistill.data import EvalData
+from ddistill.utils.train import TrainRecipe
 from evaluators.nas import SEARCH_SPACE, NASConfig, NASEvaluator, enumerate_space, spearman
 from synthesizers import SYNTHESIZERS
 
-from ..conftest import FAST
+from tests._helpers import FAST
 
 
 def test_space_is_the_dc_720():
@@ -27,14 +29,14 @@ def test_nas_on_digits(digits):
     rnd = SYNTHESIZERS.get("random")
     proxy = rnd(rnd.Config(ipc=5), seed=0).fit(real)
     space = {"width": [8, 16], "depth": [1, 2], "act": ["relu"], "norm": ["instancenorm"], "pool": ["avgpooling"]}
-    cfg = NASConfig(space=space, num_architectures=3, proxy_epochs=5, real_epochs=1, val_size=200, augment="none",
-                    perf=FAST, progress=False)
-    res = NASEvaluator(cfg, seed=0).evaluate(proxy, test, real=real)
+    cfg = NASConfig(space=space, num_architectures=3, proxy=TrainRecipe(epochs=5, augment="none"),
+                    real=TrainRecipe(epochs=1, augment="none"), val_size=200, perf=FAST)
+    res = NASEvaluator(cfg, seed=0).evaluate(proxy, EvalData(test=test, train=real))
     d = res.details
     assert res.metric == "spearman" and -1.0 <= res.values[0] <= 1.0
     assert d["num_architectures"] == 3 and d["val_size"] == 200 and d["real_train_size"] == len(real) - 200
     assert d["selected"] in d["architectures"] and d["proxy_search_seconds"] > 0
-    with pytest.raises(ValueError, match="needs the real training data"):
+    with pytest.raises(ValueError, match="needs the real training split"):
         NASEvaluator(cfg).evaluate(proxy, test)
 
 
@@ -45,17 +47,18 @@ def test_nas_real_ranking_is_trained_once_per_evaluator(digits, monkeypatch):
     rnd = SYNTHESIZERS.get("random")
     proxies = [rnd(rnd.Config(ipc=3), seed=s).fit(real) for s in (0, 1)]
     space = {"width": [8], "depth": [1, 2], "act": ["relu"], "norm": ["none"], "pool": ["avgpooling"]}
-    cfg = NASConfig(space=space, num_architectures=2, proxy_epochs=2, real_epochs=1, val_size=200, augment="none",
-                    perf=FAST, progress=False)
+    cfg = NASConfig(space=space, num_architectures=2, proxy=TrainRecipe(epochs=2, augment="none"),
+                    real=TrainRecipe(epochs=1, augment="none"), val_size=200, perf=FAST)
     sizes = []
     train = nas.train_classifier
     monkeypatch.setattr(nas, "train_classifier", lambda net, x, *a, **k: sizes.append(len(x)) or train(net, x, *a, **k))
     evaluator = NASEvaluator(cfg, seed=0)
-    first, second = (evaluator.evaluate(p, test, real=real) for p in proxies)
+    data = EvalData(test=test, train=real)
+    first, second = (evaluator.evaluate(p, data) for p in proxies)
     real_size = len(real) - 200
     assert sizes.count(real_size) == 2 and sizes.count(30) == 4  # 2 real fits in all, 2 proxy fits per proxy
     assert first.details["real_val_accuracy"] == second.details["real_val_accuracy"]
-    fresh = NASEvaluator(cfg, seed=0).evaluate(proxies[1], test, real=real)
+    fresh = NASEvaluator(cfg, seed=0).evaluate(proxies[1], data)
     assert fresh.details["real_val_accuracy"] == second.details["real_val_accuracy"]  # the cache changes no result
 
 
@@ -66,10 +69,10 @@ def test_cli_continual_and_nas(tmp_path, digits):
     synset.meta["data"] = {"name": "digits"}
     path = synset.save(tmp_path / "s.pt")
     assert main(["evaluate", str(path), "--evaluator", "continual", "evaluator.num_orders=1",
-                 "evaluator.models_per_order=1", "evaluator.epochs=2", "evaluator.stages=2",
+                 "evaluator.models_per_order=1", "evaluator.train.epochs=2", "evaluator.stages=2",
                  "evaluator.model_kwargs={depth: 2, width: 8}", "evaluator.perf.compile=false",
                  "evaluator.progress=false", "--out", str(tmp_path / "c.json")]) == 0
     assert main(["evaluate", str(path), "--evaluator", "nas", "evaluator.num_architectures=2",
                  "evaluator.space={width: [8], depth: [1, 2], act: [relu], norm: [none], pool: [avgpooling]}",
-                 "evaluator.proxy_epochs=2", "evaluator.real_epochs=1", "evaluator.val_size=100",
+                 "evaluator.proxy.epochs=2", "evaluator.real.epochs=1", "evaluator.val_size=100",
                  "evaluator.perf.compile=false", "evaluator.progress=false", "--out", str(tmp_path / "n.json")]) == 0

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from ddistill.utils.train import TrainRecipe
 from synthesizers import SYNTHESIZERS
 from synthesizers._selection import EmbeddingConfig
 from synthesizers.herding import herding_select
@@ -53,7 +54,7 @@ def test_coreset_baselines_run(digits, name):
     real, _ = digits
     cls = SYNTHESIZERS.get(name)
     cfg = cls.Config(ipc=2, embedding=EmbeddingConfig(model="convnet", model_kwargs={"depth": 2, "width": 16},
-                                                       train_epochs=1))
+                                                       train=TrainRecipe(epochs=1, augment="none")))
     s = cls(cfg, seed=0).fit(real)
     assert s.x.shape == (20, 1, 8, 8) and s.y.bincount().tolist() == [2] * 10
     src = torch.tensor(s.meta["source_indices"])

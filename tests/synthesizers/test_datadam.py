@@ -6,7 +6,7 @@ import torch
 from synthesizers import SYNTHESIZERS
 from synthesizers.datadam import DataDAMConfig, attention_map, class_mean_distance
 
-from ..conftest import FAST
+from tests._helpers import FAST
 
 
 def test_attention_map_known_answer():
@@ -53,8 +53,8 @@ def test_loss_decreases_and_images_change(digits):
     cls = SYNTHESIZERS.get("datadam")
     losses = []
     synset = cls(_cfg(iterations=15, augment="none"), seed=0).fit(
-        real, callbacks=[lambda s, step, logs: losses.append(logs["loss"])], progress=False)
-    init = cls(_cfg(iterations=0, augment="none"), seed=0).fit(real, progress=False)
+        real, callbacks=[lambda s, step, logs: losses.append(logs["loss"])])
+    init = cls(_cfg(iterations=0, augment="none"), seed=0).fit(real)
     assert all(math.isfinite(v) for v in losses)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     assert not torch.allclose(synset.x, init.x)
@@ -70,7 +70,7 @@ def test_batched_and_per_class_paths_give_the_same_loss(digits, augment):
     for batched in (True, False):
         synth = cls(_cfg(batched=batched, augment=augment), seed=5)
         synth.setup(real)
-        losses[batched] = synth.loss(real, step=0)
+        losses[batched] = synth.loss(real, step=0)[0]
     torch.testing.assert_close(losses[True], losses[False], rtol=1e-5, atol=1e-6)
 
 
@@ -83,9 +83,9 @@ def test_presets_and_cli_spelling():
     assert paper.attention_power == 4.0 and paper.iterations == 8000 and paper.model_kwargs == {}
     with pytest.raises(KeyError, match=r"unknown preset 'fast'.*\['official', 'paper'\]"):
         cls.config_from_preset("fast")
-    from ddistill.cli import _component
+    from ddistill.config import build_component
 
-    _, cfg = _component(SYNTHESIZERS, {"name": "datadam", "preset": "official", "ipc": 10}, "synthesizer")
+    _, cfg = build_component(SYNTHESIZERS, {"name": "datadam", "preset": "official", "ipc": 10}, "synthesizer")
     assert cfg.preset == "official" and cfg.ipc == 10
 
 
@@ -94,5 +94,5 @@ def test_official_preset_records_batchnorm_eval_net(digits):
     cls = SYNTHESIZERS.get("datadam")
     cfg = cls.config_from_preset("official", ipc=1, iterations=2, batch_real=8, perf=FAST,
                                  model_kwargs={"norm": "batchnorm", "depth": 2, "width": 8})
-    synset = cls(cfg, seed=0).fit(real, progress=False)
+    synset = cls(cfg, seed=0).fit(real)
     assert synset.meta["eval_model_kwargs"]["norm"] == "batchnorm"

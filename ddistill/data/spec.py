@@ -1,0 +1,89 @@
+"""Which real data a run uses (:class:`DataSpec`, the ``dataset:`` block of every config) and the one function that
+loads it (:func:`load_data`), for images and graphs alike."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from . import folder as _folder  # noqa: F401  (registers imagefolder, cifar10_jpeg, tinyimagenet)
+from .encoding import Encoding
+from .image import DATASETS
+from .info import ImageData
+from .real import RealData
+
+__all__ = ["DataSpec", "is_graph_dataset", "load_data", "load_split", "make_encoding"]
+
+
+@dataclass
+class DataSpec:
+    """Which real data to load (the ``dataset:`` block of a config, recorded as ``meta["data"]`` in every set).
+
+    Args:
+        name: dataset registry name (``ddistill list datasets`` / ``ddistill list graph_datasets``).
+        root: folder (or archive for folder datasets) holding the files.
+        download: let torchvision / PyG download (needs internet).
+        zca: ZCA-whiten (fitted on the whole training split, MTT's recipe); replaces mean/std.
+        zca_eps: ZCA regularisation (0.1 in MTT).
+        kwargs: loader-specific options (e.g. ``{image_size: [64, 64]}`` for folders, ``{split_seed: 1}`` for
+            graphs).
+    """
+
+    name: str = "digits"
+    root: str | None = None
+    download: bool = False
+    zca: bool = False
+    zca_eps: float = 0.1
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "root": self.root, "download": self.download, "zca": self.zca,
+                "zca_eps": self.zca_eps, "kwargs": dict(self.kwargs)}
+
+
+def is_graph_dataset(name: str) -> bool:
+    from .graph import GRAPH_DATASETS
+
+    return name in GRAPH_DATASETS
+
+
+def load_split(spec: DataSpec, split: str) -> ImageData:
+    """One split of an image dataset as uint8 pixels (unknown names list the registered datasets)."""
+    return DATASETS.get(spec.name)(root=spec.root, split=split, download=spec.download, **spec.kwargs)
+
+
+def make_encoding(train: ImageData, *, zca: bool = False, zca_eps: float = 0.1,
+                  normalize: bool | None = None) -> Encoding:
+    """The encoding of a training split: mean/std normalisation, or ZCA fitted on the whole split.
+
+    With ZCA, mean/std normalisation is skipped by default, as in the MTT/KIP CIFAR recipes.
+    """
+    from .zca import ZCA
+
+    info = train.info
+    normalize = (not zca) if normalize is None else normalize
+    shape = (info.in_channels, *info.image_size)
+    enc = Encoding(info.mean, info.std, shape, normalize=normalize)
+    if zca:
+        enc.zca = ZCA.fit(Encoding(info.mean, info.std, shape, normalize=normalize).encode(train.x), eps=zca_eps)
+    return enc
+
+
+def load_data(spec: DataSpec, device: torch.device | str = "cpu") -> tuple[Any, Any]:
+    """The training data of a run and its test data.
+
+    Images: ``(RealData, ImageData)``, the encoded class-indexed training split (which remembers ``spec``, so every
+    set made from it records where its data came from) and the raw uint8 test split. Graphs: the whole
+    :class:`~ddistill.data.graph.GraphDataset` (train / val / test) twice, as Mirage and the graph evaluator take it.
+    """
+    if is_graph_dataset(spec.name):
+        from .graph import load_graph_dataset
+
+        graphs = load_graph_dataset(spec.name, spec.root, download=spec.download, **spec.kwargs)
+        graphs.spec = spec
+        return graphs, graphs
+    train = load_split(spec, "train")
+    test = load_split(spec, "test")
+    encoding = make_encoding(train, zca=spec.zca, zca_eps=spec.zca_eps)
+    return RealData.from_images(train, encoding, device, spec=spec), test

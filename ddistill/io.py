@@ -1,0 +1,181 @@
+"""Everything ddistill writes to or reads from disk goes through here: atomic writes, JSON / JSONL records, and the
+versioned, self-describing artefacts (synthetic sets, expert trajectories, teachers, checkpoints).
+
+Every artefact is a ``torch.save``d dict ``{"format": "ddistill.<kind>", "version": int, ...}`` that loads with
+``torch.load(..., weights_only=True)``: nothing read from disk can execute code. :func:`load_artifact` checks the
+envelope (readable, right format, not from a newer version, required keys present) and raises the caller's error type
+with one line naming the file and the problem.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any, Callable, Sequence
+
+import torch
+
+__all__ = ["ArtifactError", "JSONLLogger", "apply_umask", "atomic_torch_save", "atomic_write", "git_sha",
+           "load_artifact", "machine_info", "save_artifact", "write_json"]
+
+
+class ArtifactError(ValueError):
+    """A file is not a readable ddistill artefact of the expected kind (foreign, truncated, newer, incomplete)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Atomic writes
+# ---------------------------------------------------------------------------------------------------------------
+def apply_umask(path: str | os.PathLike) -> None:
+    """``mkstemp`` creates 0600 files; give the final file the permissions a plain ``open`` would."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], *, binary: bool = True) -> Path:
+    """Calls ``write(file)`` on a temporary file in the destination folder, fsyncs it, then ``os.replace``s it over
+    ``path``: readers see the old file or the new one, never a half-written one. The temporary file is removed if
+    anything fails.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        apply_umask(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` through :func:`atomic_write`."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Atomic, indented JSON write (tensors become lists, paths strings)."""
+
+    def dump(f: IO[Any]) -> None:
+        json.dump(obj, f, indent=2, default=_jsonable)
+        f.write("\n")
+
+    return atomic_write(path, dump, binary=False)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    return str(obj)
+
+
+class JSONLLogger:
+    """Appends one JSON object per line (``log.jsonl``); safe to reopen when a run resumes."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, **record: Any) -> None:
+        record.setdefault("time", round(time.time(), 3))
+        with self.path.open("a") as f:
+            f.write(json.dumps(record, default=_jsonable) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Versioned artefacts
+# ---------------------------------------------------------------------------------------------------------------
+def save_artifact(obj: dict[str, Any], path: str | os.PathLike, *, format: str, version: int) -> Path:
+    """Writes ``{"format": format, "version": version, **obj}`` atomically."""
+    return atomic_torch_save({"format": format, "version": int(version), **obj}, path)
+
+
+def load_artifact(path: str | os.PathLike, *, format: str, what: str, max_version: int = 1,
+                  required: Sequence[str] = (), error: type[Exception] = ArtifactError,
+                  hint: str = "", mmap: bool = False) -> dict[str, Any]:
+    """Reads an artefact written by :func:`save_artifact` with ``weights_only=True``.
+
+    Args:
+        path: the file.
+        format: the expected ``"format"`` value (e.g. ``"ddistill.synset"``).
+        what: how the artefact is named in messages ("synthetic set", "expert file", ...).
+        max_version: the newest version this code reads.
+        required: keys that must be present besides ``format``/``version``.
+        error: the exception type raised for a bad file (a subclass of ValueError).
+        hint: appended to the "wrong format" message (e.g. how to convert a foreign file).
+        mmap: memory-map the tensors instead of reading them (large trajectory files).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        error: the file is unreadable (truncated, not a torch file, unsafe pickle), of another format, from a newer
+            version, or lacks required keys. The message names the file and the problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} at {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # torch raises several types for truncated, foreign or unsafe pickles
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise error(f"{path} is not a readable ddistill {what} (truncated or not a torch file?): "
+                    f"{type(e).__name__}: {first}") from None
+    if not isinstance(blob, dict) or blob.get("format") != format:
+        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+        raise error(f"{path} is not a ddistill {what} (format {found!r}, expected {format!r})." + hint)
+    version = blob.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise error(f"{path} has a malformed format version {version!r} (expected an integer <= {max_version}); "
+                    f"the file is damaged or was not written by ddistill")
+    if version > max_version:
+        raise error(f"{path} has {what} format version {version}, this ddistill reads versions <= {max_version}; "
+                    f"upgrade ddistill")
+    missing = [k for k in required if k not in blob]
+    if missing:
+        raise error(f"{path} lacks {missing}; it is not a complete ddistill {what}")
+    return blob
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Provenance
+# ---------------------------------------------------------------------------------------------------------------
+def git_sha(path: str | os.PathLike = ".") -> str | None:
+    """The commit checked out at ``path`` (None outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """What a benchmark result must state about where it ran."""
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cuda": torch.cuda.is_available(),
+    }
