@@ -14,6 +14,7 @@ This module is the application layer: the one place in ``ddistill`` that imports
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -54,31 +55,75 @@ class RunConfig:
 
 
 # ------------------------------------------------------------------------------------------------
-def distill(run: RunConfig, *, resume: bool = False) -> dict[str, Any]:
-    """Runs one distillation into ``out_dir/name`` (what ``ddistill distill`` does); returns the results dict."""
+def check_device(device: str) -> str:
+    """``device`` if torch can use it here; otherwise a ValueError naming the problem and the choices."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"config key 'device': {device!r} is not a device; choose cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"config key 'device' is {device!r} but CUDA is not available on this machine; use device=cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"config key 'device' is {device!r} but this machine has {torch.cuda.device_count()} GPU(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"config key 'device' is {device!r} but MPS is not available on this machine; use device=cpu")
+    return device
+
+
+def distill(run: RunConfig, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Runs one distillation into ``out_dir/name`` (what ``ddistill distill`` does); returns the results dict.
+
+    Args:
+        run: the run config.
+        resume: continue the run recorded in the directory (its config must match, see :mod:`ddistill.run_dir`).
+        overwrite: replace a run already in the directory (its files are deleted first).
+    """
     from evaluators import EVALUATORS
-    from synthesizers import SYNTHESIZERS, LoopConfig
-    from synthesizers.callbacks import Checkpoint, JSONLLog, PeriodicEval, ProgressBar
+    from synthesizers import SYNTHESIZERS
 
-    from .data import load_data, load_eval_data
-    from .io import JSONLLogger, git_sha, machine_info, write_json
+    from .run_dir import RunDir, RunDirError
 
+    if resume and overwrite:
+        raise RunDirError("--resume and --overwrite exclude each other: continue the run or replace it")
+    check_device(run.device)
+    run_dir = RunDir.for_run(run.out_dir, run.name)
     synth_cls, synth_cfg = cfgmod.build_component(SYNTHESIZERS, run.synthesizer, "synthesizer")
     evaluator = None
     if run.evaluator is not None:
         eval_cls, eval_cfg = cfgmod.build_component(EVALUATORS, run.evaluator, "evaluator")
         evaluator = eval_cls(eval_cfg, device=run.device, seed=run.seed)
-    run_dir = Path(run.out_dir) / run.name
-    ckpt = run_dir / "checkpoint.pt"
-    if run_dir.exists() and ckpt.exists() and not resume:
-        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another name=")
-    run_dir.mkdir(parents=True, exist_ok=True)
     resolved = cfgmod.to_dict(run)
     resolved["synthesizer"] = {"name": synth_cls.name, **cfgmod.to_dict(synth_cfg)}
     if evaluator is not None:
         resolved["evaluator"] = {"name": evaluator.name, **cfgmod.to_dict(evaluator.config)}
-    cfgmod.dump(resolved, run_dir / "config.yaml")
-    logger = JSONLLogger(run_dir / "log.jsonl")
+    with run_dir.lock():
+        return _distill_locked(run, run_dir, resolved, synth_cls, synth_cfg, evaluator, resume=resume,
+                               overwrite=overwrite)
+
+
+def _distill_locked(run: RunConfig, run_dir: Any, resolved: dict[str, Any], synth_cls: Any, synth_cfg: Any,
+                    evaluator: Any, *, resume: bool, overwrite: bool) -> dict[str, Any]:
+    from synthesizers import LoopConfig
+    from synthesizers.callbacks import Checkpoint, JSONLLog, PeriodicEval, ProgressBar
+
+    from .data import load_data, load_eval_data
+    from .io import JSONLLogger, atomic_write, git_sha, machine_info, write_json
+    from .run_dir import RunDirError
+
+    state = run_dir.state()
+    if state != "empty":
+        if overwrite:
+            print(f"--overwrite: removing {', '.join(run_dir.clear())} from {run_dir.path}", flush=True)
+        elif resume:
+            run_dir.check_resume(resolved)
+        else:
+            raise RunDirError(f"{run_dir.path} already holds a {run_dir.describe()}; pass --resume to continue it, "
+                              f"--overwrite to replace it, or choose another name=")
+    ckpt = run_dir.file("checkpoint.pt")
+    atomic_write(run_dir.file("config.yaml"), lambda f: f.write(cfgmod.dumps(resolved)), binary=False)
+    logger = JSONLLogger(run_dir.file("log.jsonl"))
 
     real, test = load_data(run.dataset, run.device)
     synth = synth_cls(synth_cfg, device=run.device, seed=run.seed)
@@ -86,7 +131,7 @@ def distill(run: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     if evaluator is not None:
         eval_data = load_eval_data(run.dataset, evaluator.needs({"data": cfgmod.to_dict(run.dataset)}),
                                    encoding=getattr(real, "encoding", None), device=run.device, loaded=(real, test))
-    print(f"distilling {run.dataset.name} with {synth_cls.name} into {run_dir}", flush=True)
+    print(f"distilling {run.dataset.name} with {synth_cls.name} into {run_dir.path}", flush=True)
 
     # Order matters: the checkpoint is written before a periodic evaluation runs, so a failing evaluation loses no
     # work; the progress bar starts after a resumed state is loaded.
@@ -103,10 +148,10 @@ def distill(run: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     synset = synth.fit(real, callbacks=callbacks)
     seconds = time.perf_counter() - start
     synset.meta.update(git=git_sha(Path(__file__).parent), run=run.name)
-    synset.save(run_dir / "synset.pt")
-    wrote = [run_dir / "synset.pt"]
+    synset.save(run_dir.file("synset.pt"))
+    wrote = [run_dir.file("synset.pt")]
     if run.grid and synset.meta.get("kind", "image") == "image" and synset.x.dim() == 4:
-        wrote.append(synset.save_grid(run_dir / "grid.png"))
+        wrote.append(synset.save_grid(run_dir.file("grid.png")))
     results: dict[str, Any] = {"run": run.name, "synthesizer": synth_cls.name, "dataset": run.dataset.name,
                                "ipc": synset.meta.get("ipc"), "distill_seconds": seconds, "seed": run.seed,
                                "machine": machine_info()}
@@ -117,7 +162,7 @@ def distill(run: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             results["curve"] = periodic.curve
         logger.log(step=synset.meta.get("step"), eval=res.to_dict(), final=True)
         print(f"final: {res}", flush=True)
-    write_json(run_dir / "results.json", results)
+    write_json(run_dir.file("results.json"), results)
     print(f"wrote {', '.join(str(p) for p in wrote)}", flush=True)
     return results
 
@@ -148,7 +193,9 @@ def evaluate(synset_path: str | Path, *, evaluator: str = "classifier", override
         raise cfgmod.ConfigError(f"unknown override section(s) {unknown}; use dataset.*, evaluator.*, seed=, device=")
     recorded = synset.meta.get("data") or {"name": synset.meta["dataset"]}
     spec = cfgmod.from_dict(DataSpec, cfgmod.merge(DataSpec, recorded, over.get("dataset", {})), where="dataset")
-    device, seed = str(over.get("device", "cpu")), int(over.get("seed", 0))
+    device, seed = check_device(str(over.get("device", "cpu"))), over.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise cfgmod.ConfigError(f"seed must be an integer, got {seed!r}")
     espec = {"name": evaluator, **over.get("evaluator", {})}
     eval_cls, eval_cfg = cfgmod.build_component(EVALUATORS, espec, "evaluator")
     ev = eval_cls(eval_cfg, device=device, seed=seed)
@@ -177,8 +224,11 @@ def evaluate(synset_path: str | Path, *, evaluator: str = "classifier", override
 
 # ------------------------------------------------------------------------------------------------
 def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
-    run = cfgmod.from_dict(RunConfig, cfgmod.load(args.config, args.overrides), where="config")
-    return distill(run, resume=args.resume)
+    try:
+        run = cfgmod.from_dict(RunConfig, cfgmod.load(args.config, args.overrides))
+    except cfgmod.ConfigError as e:
+        raise cfgmod.ConfigError(f"{args.config}: {e}") from None
+    return distill(run, resume=args.resume, overwrite=args.overwrite)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -219,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("config", help="YAML run config (see scripts/configs/)")
     d.add_argument("overrides", nargs="*", help="key=value overrides, e.g. synthesizer.ipc=1 seed=3")
     d.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
+    d.add_argument("--overwrite", action="store_true", help="replace a run already in out_dir/name")
     d.set_defaults(func=cmd_distill)
     e = sub.add_parser("evaluate", help="train fresh models on a synthetic set and test them")
     e.add_argument("synset", help="path of a synset.pt")
@@ -251,10 +302,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     try:
         args.func(args)
-    except (cfgmod.ConfigError, KeyError, ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
+    except BrokenPipeError:
+        # The reader went away (``ddistill show ... | head``): not an error; silence the flush at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except FloatingPointError as e:
+        print(f"ddistill: error: {e} (in a new run: another name= or --overwrite; --resume keeps the recorded "
+              f"settings)", file=sys.stderr)
+        return 2
+    except (KeyError, ValueError, OSError) as e:  # ConfigError, RunDirError, file errors, disk full, permissions
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
+            msg = f"{msg}: {e.filename}"
         print(f"ddistill: error: {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("ddistill: interrupted; --resume continues from the last checkpoint", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -28,7 +28,15 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} not found")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not a text (UTF-8) YAML file") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a mapping at the top level, not {type(data).__name__}")
     for item in overrides:
@@ -82,7 +90,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, where: str = "") 
         kwargs[name] = _coerce(value, hints[name], f"{where + '.' if where else ''}{name}")
     try:
         return cls(**kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ConfigError(f"{where or cls.__name__}: {e}") from None
 
 
@@ -209,5 +217,13 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def dumps(obj: Any) -> str:
+    """A config (dataclass or dict) as YAML, keys in declaration order."""
+    return yaml.safe_dump(to_dict(obj), sort_keys=False)
+
+
 def dump(obj: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+    """Writes :func:`dumps` of ``obj`` to ``path`` atomically."""
+    from .io import atomic_write
+
+    atomic_write(path, lambda f: f.write(dumps(obj)), binary=False)

@@ -8,9 +8,11 @@ with one line naming the file and the problem.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
@@ -19,12 +21,20 @@ from typing import IO, Any, Callable, Sequence
 
 import torch
 
-__all__ = ["ArtifactError", "JSONLLogger", "apply_umask", "atomic_torch_save", "atomic_write", "git_sha",
+__all__ = ["ArtifactError", "JSONLLogger", "WriteError", "remove_stale_temporaries", "apply_umask", "atomic_torch_save", "atomic_write", "git_sha",
            "load_artifact", "machine_info", "save_artifact", "write_json"]
 
 
 class ArtifactError(ValueError):
     """A file is not a readable ddistill artefact of the expected kind (foreign, truncated, newer, incomplete)."""
+
+
+class WriteError(OSError):
+    """A file could not be written (disk full, read-only folder, ...); the previous version is left intact."""
+
+
+#: Suffix of the temporary files of :func:`atomic_write`.
+TMP_SUFFIX = ".tmp"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -43,8 +53,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], *, b
     anything fails.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as e:
+        raise WriteError(_write_failure(path, e)) from None
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
@@ -52,11 +65,57 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], *, b
             os.fsync(f.fileno())
         apply_umask(tmp)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # the rename itself survives a power loss only once the folder is synced
+    except (OSError, RuntimeError) as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise WriteError(_write_failure(path, e)) from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # not every platform can open a directory; the data itself is synced
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_failure(path: Path, e: BaseException) -> str:
+    """One line on why ``path`` could not be written (torch reports a full disk as a cryptic zip-writer error)."""
+    reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    try:
+        free = shutil.disk_usage(path.parent).free
+        space = f"; {free / 2**20:.0f} MiB free on that disk" if free < 2**30 else ""
+    except OSError:
+        space = ""
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        reason = "no space left on the device"
+    elif isinstance(e, PermissionError) or (isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES)):
+        reason = "permission denied (read-only folder?)"
+    return f"could not write {path}: {reason}{space}. The previous file, if any, is unchanged"
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Deletes the temporary files that :func:`atomic_write` leaves only when its process is killed mid-write
+    (``.<name>.<random>.tmp``); call it while holding the folder's lock. Returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(f".*{TMP_SUFFIX}"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:

@@ -16,13 +16,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .io import load_artifact, save_artifact
+from .io import atomic_write, load_artifact, save_artifact
 
 FORMAT = "ddistill.synset"
 VERSION = 1
 
-#: Metadata keys every image set carries (graph sets carry ``synthesizer``/``dataset`` too).
+#: Metadata keys every set carries.
 REQUIRED_META = ("synthesizer", "dataset", "num_classes")
+#: What a set holds (``meta["kind"]``) and how its labels are read (``meta["labels"]``).
+KINDS = ("image", "graph")
+LABEL_KINDS = ("hard", "soft", "regression")
 
 
 class SyntheticSetError(ValueError):
@@ -59,24 +62,73 @@ class SyntheticSet:
         return self.tensors["y"]
 
     def __len__(self) -> int:
-        return int(self.tensors["y"].shape[0])
+        y = self.tensors.get("y")
+        return int(y.shape[0]) if isinstance(y, Tensor) and y.dim() else 0
 
     def validate(self) -> None:
-        """Raises :class:`SyntheticSetError` if tensors or metadata are inconsistent."""
-        missing = [k for k in REQUIRED_META if k not in self.meta]
+        """Raises :class:`SyntheticSetError` naming the first inconsistency of the tensors or the metadata: missing
+        or mistyped keys, tensors that are not tensors, images whose shape disagrees with the recorded encoding,
+        labels of the wrong dtype, width or range, non-finite images."""
+        meta, tensors = self.meta, self.tensors
+        if not isinstance(meta, dict) or not isinstance(tensors, dict):
+            raise SyntheticSetError("a synthetic set needs a dict of tensors and a dict of metadata")
+        missing = [k for k in REQUIRED_META if k not in meta]
         if missing:
             raise SyntheticSetError(f"synthetic set metadata lacks {missing}; required keys are {list(REQUIRED_META)}")
+        bad = [k for k, v in tensors.items() if not isinstance(v, Tensor)]
+        if bad:
+            raise SyntheticSetError(f"synthetic set entries {bad} are not tensors")
         for key in ("x", "y"):
-            if key not in self.tensors:
-                raise SyntheticSetError(f"synthetic set has no '{key}' tensor; it has {sorted(self.tensors)}")
+            if key not in tensors:
+                raise SyntheticSetError(f"synthetic set has no '{key}' tensor; it has {sorted(tensors)}")
         try:
-            json.dumps(self.meta)
-        except TypeError as e:
+            json.dumps(meta)
+        except (TypeError, ValueError) as e:
             raise SyntheticSetError(f"synthetic set metadata must be JSON-able: {e}") from None
-        if "ptr" not in self.tensors and self.x.shape[0] != self.y.shape[0]:
-            raise SyntheticSetError(f"x has {self.x.shape[0]} rows but y has {self.y.shape[0]}")
+        k = meta["num_classes"]
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise SyntheticSetError(f"meta['num_classes'] must be a non-negative integer, got {k!r}")
+        for key in ("synthesizer", "dataset"):
+            if not isinstance(meta[key], str):
+                raise SyntheticSetError(f"meta[{key!r}] must be a string, got {meta[key]!r}")
+        if meta.get("kind", "image") not in KINDS:
+            raise SyntheticSetError(f"meta['kind'] must be one of {list(KINDS)}, got {meta.get('kind')!r}")
+        if meta.get("kind", "image") == "image":
+            self._validate_image(k)
         if self.x.is_floating_point() and not torch.isfinite(self.x).all():
             raise SyntheticSetError("synthetic images contain NaN or Inf")
+
+    def _validate_image(self, num_classes: int) -> None:
+        x, y, meta = self.x, self.y, self.meta
+        if x.dim() != 4 or not x.is_floating_point():
+            raise SyntheticSetError(f"image sets need x of shape (N, C, H, W) and a float dtype, got "
+                                    f"{tuple(x.shape)} {x.dtype}")
+        if x.shape[0] != y.shape[0]:
+            raise SyntheticSetError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+        encoding = meta.get("encoding")
+        if encoding is not None:
+            if not isinstance(encoding, dict) or not isinstance(encoding.get("shape"), list):
+                raise SyntheticSetError(f"meta['encoding'] must be a dict with a 'shape' list, got {encoding!r}")
+            if list(encoding["shape"]) != list(x.shape[1:]):
+                raise SyntheticSetError(f"the images are {list(x.shape[1:])} but meta['encoding']['shape'] says "
+                                        f"{encoding['shape']}")
+        labels = meta.get("labels", "hard")
+        if labels == "hard":
+            if y.dim() != 1 or y.dtype not in (torch.int64, torch.int32):
+                raise SyntheticSetError(f"hard labels must be an (N,) integer tensor, got {tuple(y.shape)} {y.dtype}")
+            if y.numel() and (int(y.min()) < 0 or (num_classes and int(y.max()) >= num_classes)):
+                raise SyntheticSetError(f"labels must lie in [0, {num_classes}) (meta['num_classes']), got "
+                                        f"[{int(y.min())}, {int(y.max())}]")
+        elif labels == "soft":
+            if y.dim() != 2 or not y.is_floating_point() or (num_classes and y.shape[1] != num_classes):
+                raise SyntheticSetError(f"soft labels must be an (N, {num_classes}) float tensor, got "
+                                        f"{tuple(y.shape)} {y.dtype}")
+        elif labels == "regression":
+            if y.dim() != 2 or not y.is_floating_point():
+                raise SyntheticSetError(f"regression targets must be an (N, D) float tensor, got {tuple(y.shape)} "
+                                        f"{y.dtype}")
+        else:
+            raise SyntheticSetError(f"meta['labels'] must be one of {list(LABEL_KINDS)}, got {labels!r}")
 
     # -- I/O ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -119,10 +171,8 @@ class SyntheticSet:
         images = images[order]
         if scale > 1:
             images = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(images, path, nrow=int(nrow), padding=2, pad_value=1.0)
-        return path
+        return atomic_write(path, lambda f: save_image(images, f, format="png", nrow=int(nrow), padding=2,
+                                                      pad_value=1.0))
 
     def _hard_labels(self) -> Tensor:
         y = self.y

@@ -65,6 +65,31 @@ def resolve_model(model: str | None, model_kwargs: dict[str, Any] | None, meta: 
     return name, dict(meta.get("eval_model_kwargs") or {}) if name == recorded else {}
 
 
+def check_same_classes(synset: SyntheticSet, test: ImageData) -> None:
+    """Raises a ValueError when the test split is not a test of the set's classes: another class count or other
+    class names, labels outside [0, K), or classes with no test image (an accuracy would be reported over the wrong
+    task)."""
+    k_set, k_test = int(synset.meta["num_classes"]), int(test.info.num_classes)
+    name = test.info.name
+    if k_set != k_test:
+        raise ValueError(f"the set has {k_set} classes but the test split of '{name}' has {k_test}: wrong dataset "
+                         f"for this set?")
+    names = list(synset.meta.get("class_names") or [])
+    if names and test.info.class_names and names != list(test.info.class_names):
+        diff = [(i, a, b) for i, (a, b) in enumerate(zip(names, test.info.class_names)) if a != b][:3]
+        raise ValueError(f"the set's class names differ from the test split of '{name}' (index, set, test: {diff}); "
+                         f"the classes are not the same or not in the same order")
+    y = test.y
+    if y.numel() == 0:
+        raise ValueError(f"the test split of '{name}' is empty")
+    if int(y.min()) < 0 or int(y.max()) >= k_test:
+        raise ValueError(f"test labels of '{name}' lie in [{int(y.min())}, {int(y.max())}], outside [0, {k_test})")
+    missing = sorted(set(range(k_test)) - set(y.unique().tolist()))
+    if missing:
+        raise ValueError(f"the test split of '{name}' has no images of classes {missing[:10]}"
+                         + ("..." if len(missing) > 10 else ""))
+
+
 def as_eval_data(data: Any) -> EvalData:
     """``data`` as an :class:`EvalData`: an EvalData is returned as is; a bare image test split or graph dataset is
     wrapped (a convenience for library use: ``evaluate(synset, test)``)."""
@@ -107,8 +132,13 @@ class Evaluator(ABC):
         return EvalNeeds(test=True)
 
     def evaluate(self, synset: SyntheticSet, data: Any) -> EvalResult:
-        """Scores ``synset`` against the real data ``data`` (an :class:`EvalData`; a bare test split is accepted)."""
+        """Scores ``synset`` against the real data ``data`` (an :class:`EvalData`; a bare test split is accepted).
+
+        The set is validated first (a malformed or empty set is an error, never a score)."""
         data = as_eval_data(data)
+        synset.validate()
+        if len(synset) == 0:
+            raise ValueError("the set holds no samples: there is nothing to train on")
         return self.run(synset, data)
 
     @abstractmethod
@@ -126,6 +156,7 @@ class Evaluator(ABC):
         if tuple(encoding.shape) != (test.info.in_channels, *test.info.image_size):
             raise ValueError(f"the set's images are {tuple(encoding.shape)} but the test data is "
                              f"{(test.info.in_channels, *test.info.image_size)}: wrong dataset for this set?")
+        check_same_classes(synset, test)
         return encoding.encode(test.x).to(self.device), test.y.to(self.device), encoding
 
     def across(self, models: Sequence[str], synset: SyntheticSet, data: Any) -> dict[str, EvalResult]:

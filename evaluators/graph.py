@@ -149,6 +149,9 @@ class GraphEvaluator(Evaluator):
                              f"from synthesizer {meta.get('synthesizer')!r}")
         if meta.get("dataset") not in (None, test.info.name):
             warnings.warn(f"the set was distilled from {meta['dataset']!r} but is evaluated on {test.info.name!r}")
+        if int(meta["num_classes"]) != int(test.info.num_classes):
+            raise ValueError(f"the set has {meta['num_classes']} classes but {test.info.name!r} has "
+                             f"{test.info.num_classes}: wrong dataset for this set?")
         disc = discretiser_from_state(meta["discretiser_state"])
         train = GraphPack.from_tensors(synset.tensors)
         hops = meta.get("hops")

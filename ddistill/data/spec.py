@@ -2,6 +2,7 @@
 loads it (:func:`load_data`), for images and graphs alike."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,9 +49,23 @@ def is_graph_dataset(name: str) -> bool:
     return name in GRAPH_DATASETS
 
 
+def check_kwargs(loader: Any, kwargs: dict[str, Any], dataset: str) -> None:
+    """Raises a ValueError naming the keys of ``dataset.kwargs`` that ``loader`` does not take, and the valid ones."""
+    params = inspect.signature(loader).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    fixed = {"root", "split", "download"}
+    valid = sorted(k for k in params if k not in fixed)
+    unknown = sorted(k for k in kwargs if k not in params or k in fixed)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in dataset.kwargs for dataset '{dataset}'; valid keys: {valid}")
+
+
 def load_split(spec: DataSpec, split: str) -> ImageData:
     """One split of an image dataset as uint8 pixels (unknown names list the registered datasets)."""
-    return DATASETS.get(spec.name)(root=spec.root, split=split, download=spec.download, **spec.kwargs)
+    loader = DATASETS.get(spec.name)
+    check_kwargs(loader, spec.kwargs, spec.name)
+    return loader(root=spec.root, split=split, download=spec.download, **spec.kwargs)
 
 
 def make_encoding(train: ImageData, *, zca: bool = False, zca_eps: float = 0.1,
@@ -78,8 +93,9 @@ def load_data(spec: DataSpec, device: torch.device | str = "cpu") -> tuple[Any, 
     :class:`~ddistill.data.graph.GraphDataset` (train / val / test) twice, as Mirage and the graph evaluator take it.
     """
     if is_graph_dataset(spec.name):
-        from .graph import load_graph_dataset
+        from .graph import GRAPH_DATASETS, load_graph_dataset
 
+        check_kwargs(GRAPH_DATASETS.get(spec.name), spec.kwargs, spec.name)
         graphs = load_graph_dataset(spec.name, spec.root, download=spec.download, **spec.kwargs)
         graphs.spec = spec
         return graphs, graphs

@@ -42,6 +42,9 @@ def test_learned_lr_and_errors(digits):
     assert res.details["lr"] == pytest.approx(0.02)
     cifar_like = _random_set(real, ipc=1)
     cifar_like.meta["encoding"]["shape"] = [3, 32, 32]
+    with pytest.raises(ValueError, match=r"encoding'\]\['shape'\] says"):  # the set itself is inconsistent
+        ClassifierEvaluator(cfg).evaluate(cifar_like, test)
+    cifar_like.tensors["x"] = torch.zeros(10, 3, 32, 32)  # a consistent 32 px set, tested on 8 px digits
     with pytest.raises(ValueError, match="wrong dataset"):
         ClassifierEvaluator(cfg).evaluate(cifar_like, test)
 

@@ -157,9 +157,14 @@ def _read_moleculenet_csv(csv: Path, label_col: str) -> tuple[list[Any], dict[st
     key = fingerprint(csv.resolve(), stat.st_size, stat.st_mtime_ns, rdkit.__version__, _MOLECULE_CACHE_VERSION)
     cached = cache_dir() / "graphs" / f"{csv.stem}-{key}.pt"
     if cached.is_file():
-        blob = torch.load(cached, map_location="cpu", weights_only=True)
-        pack = GraphPack.from_tensors(blob["pack"])
-        return pack.to_data_list(), {k: v.numpy() for k, v in blob["split"].items()}
+        try:  # weights_only: a planted pickle runs nothing; an unreadable or damaged cache is rebuilt below
+            blob = torch.load(cached, map_location="cpu", weights_only=True)
+            graphs = GraphPack.from_tensors(blob["pack"]).to_data_list()
+            split = {k: blob["split"][k].numpy() for k in ("train", "valid", "test")}
+            if all(int(idx.max(initial=-1)) < len(graphs) for idx in split.values()):
+                return graphs, split
+        except Exception:  # noqa: BLE001
+            pass
     import pandas as pd
     from rdkit import Chem, RDLogger
 

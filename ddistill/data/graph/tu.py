@@ -1,10 +1,16 @@
-"""TU graph-classification datasets (PyG ``TUDataset`` over the official zips), offline: the zip ``<root>/<NAME>.zip``
-(or an extracted ``<root>/<NAME>/raw/<NAME>_A.txt`` ...) is unzipped into the cache and processed by PyG."""
+"""TU graph-classification datasets over the official zips, offline: the zip ``<root>/<NAME>.zip`` is unzipped into the
+cache (atomically, verified), or an extracted ``<root>/<NAME>/raw/<NAME>_A.txt`` ... is read in place; the text
+files are parsed with PyG's ``read_tu_data`` on every load (no pickled cache that could execute code)."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import tempfile
 import zipfile
+import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +22,7 @@ TU_SPLIT = (0.8, 0.1, 0.1)
 TU_URL = "https://www.chrsmrrs.com/graphkerneldatasets"
 
 # --------------------------------------------------------------------------------------------
-# TU datasets (PyG TUDataset over the official zips)
+# TU datasets (the official zips, parsed by PyG's read_tu_data)
 # --------------------------------------------------------------------------------------------
 #: registry name -> (official TU name, default discretiser)
 _TU = {
@@ -31,55 +37,131 @@ _TU = {
 }
 
 
-def _stage_tu(tu_name: str, root: Path | None, download: bool) -> Path:
-    """Puts the raw TU text files into ``<cache>/tu/<NAME>/raw/`` and returns ``<cache>/tu``."""
-    base = cache_dir() / "tu"
-    raw = base / tu_name / "raw"
-    if (raw / f"{tu_name}_A.txt").is_file():
-        return base
-    if root is not None:
-        zpath = root / f"{tu_name}.zip"
-        extracted = root / tu_name / "raw"
-        if zpath.is_file():
-            raw.mkdir(parents=True, exist_ok=True)
+#: Raw files every TU dataset has (labels and attributes are optional).
+_REQUIRED = ("A", "graph_indicator", "graph_labels")
+_MARKER = ".complete.json"
+
+
+def _extract_zip(zpath: Path, raw: Path, tu_name: str) -> None:
+    """Unzips the official TU zip into ``raw`` atomically: files go to a temporary folder, are checked, and the
+    folder is renamed into place with a marker listing every file and its size. An interrupted or corrupt
+    extraction leaves nothing behind that a later run would trust."""
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".raw-", dir=raw.parent))
+    try:
+        try:
             with zipfile.ZipFile(zpath) as zf:
                 # The official zips hold "NAME//NAME_A.txt": keep only base names, as PyG's download() does.
                 for member in zf.infolist():
                     fname = Path(member.filename).name
                     if member.is_dir() or not fname:
                         continue
-                    with zf.open(member) as src, open(raw / fname, "wb") as dst:
+                    with zf.open(member) as src, open(tmp / fname, "wb") as dst:
                         shutil.copyfileobj(src, dst)
-            return base
+        except (zipfile.BadZipFile, EOFError, zlib.error) as e:
+            raise ValueError(f"{zpath} is not a readable zip archive ({type(e).__name__}: {e}); replace it with the "
+                             f"official {TU_URL}/{tu_name}.zip") from None
+        _check_raw(tmp, tu_name, where=str(zpath))
+        _write_marker(tmp)
+        if raw.exists():
+            shutil.rmtree(raw)
+        os.replace(tmp, raw)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_raw(folder: Path, tu_name: str, *, where: str) -> None:
+    missing = [f"{tu_name}_{n}.txt" for n in _REQUIRED if not (folder / f"{tu_name}_{n}.txt").is_file()]
+    if missing:
+        raise ValueError(f"{where} lacks {missing}: not the official {tu_name} data")
+
+
+def _write_marker(folder: Path) -> None:
+    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and p.name != _MARKER}
+    (folder / _MARKER).write_text(json.dumps(files))
+
+
+def _marker_ok(folder: Path) -> bool:
+    """Whether ``folder`` holds a completed extraction whose files are all there with their recorded sizes."""
+    try:
+        files = json.loads((folder / _MARKER).read_text())
+        return bool(files) and all((folder / n).is_file() and (folder / n).stat().st_size == size
+                                   for n, size in files.items())
+    except (OSError, ValueError):
+        return False
+
+
+def _stage_tu(tu_name: str, root: Path | None, download: bool) -> Path:
+    """Puts the raw TU text files into ``<cache>/tu/<NAME>/raw/`` (verified, see :func:`_extract_zip`) and returns
+    that folder. A cached folder with a missing marker or a file of the wrong size is rebuilt."""
+    raw = cache_dir() / "tu" / tu_name / "raw"
+    if _marker_ok(raw):
+        return raw
+    if root is not None:
+        zpath = root / f"{tu_name}.zip"
+        extracted = root / tu_name / "raw"
+        if zpath.is_file():
+            _extract_zip(zpath, raw, tu_name)
+            return raw
         if (extracted / f"{tu_name}_A.txt").is_file():
-            shutil.copytree(extracted, raw, dirs_exist_ok=True)
-            return base
+            _check_raw(extracted, tu_name, where=str(extracted))
+            return extracted  # read in place: nothing is written beside the user's files
     if download:
-        return base  # TUDataset downloads into <base>/<NAME>/raw
+        from torch_geometric.data import download_url
+
+        zpath = Path(download_url(f"{TU_URL}/{tu_name}.zip", str(cache_dir() / "tu" / "zips")))
+        _extract_zip(zpath, raw, tu_name)
+        return raw
     where = f"{root}/{tu_name}.zip or {root}/{tu_name}/raw/" if root is not None else "(no root given)"
     raise FileNotFoundError(
         f"TU dataset {tu_name} not found: expected {where} with {tu_name}_A.txt, {tu_name}_graph_indicator.txt, "
         f"{tu_name}_graph_labels.txt (and _node_labels / _edge_labels when the dataset has them). The official "
-        f"zip is {TU_URL}/{tu_name}.zip; pass download=True to fetch it through PyG."
+        f"zip is {TU_URL}/{tu_name}.zip; pass download=True to fetch it."
     )
+
+
+def read_tu_graphs(raw: Path, tu_name: str) -> list[Any]:
+    """The graphs of a TU dataset read straight from its raw text files with PyG's parser (``read_tu_data``), never
+    through a pickled ``processed/`` cache: PyG reloads those with ``weights_only=False``, so a file planted there
+    would run code. Node / edge attributes are dropped and only the one-hot categorical labels kept (as
+    ``TUDataset(use_node_attr=False, use_edge_attr=False)``): Mirage hashes discrete labels.
+
+    Returns PyG ``Data`` objects with ``edge_index``, ``y`` (1,), ``num_nodes``, float ``x`` and ``edge_attr`` when
+    the dataset has them.
+    """
+    from torch_geometric.data import Data
+    from torch_geometric.io import read_tu_data
+
+    try:
+        data, slices, sizes = read_tu_data(str(raw), tu_name)
+    except (OSError, ValueError, RuntimeError, IndexError) as e:
+        raise ValueError(f"the TU files in {raw} cannot be parsed ({type(e).__name__}: {e}); they are damaged or "
+                         f"incomplete: delete {raw} (a cached copy is rebuilt from the zip)") from None
+    x = data.x[:, sizes["num_node_attributes"]:] if data.x is not None else None
+    edge_attr = data.edge_attr[:, sizes["num_edge_attributes"]:] if data.edge_attr is not None else None
+    edge_slice = slices["edge_index"]
+    if x is not None:
+        node_slice = slices["x"]
+        counts = (node_slice[1:] - node_slice[:-1]).tolist()
+    else:
+        counts = list(data._num_nodes)
+    graphs = []
+    for g, n in enumerate(counts):
+        e0, e1 = int(edge_slice[g]), int(edge_slice[g + 1])
+        d = Data(edge_index=data.edge_index[:, e0:e1], y=data.y[g].reshape(1).long(), num_nodes=int(n))
+        if x is not None:
+            d.x = x[int(node_slice[g]) : int(node_slice[g + 1])].float()
+        if edge_attr is not None:
+            d.edge_attr = edge_attr[e0:e1].float()
+        graphs.append(d)
+    return graphs
 
 
 def _load_tu(tu_name: str, disc: str, key: str, root: str | Path | None, split_seed: int,
              download: bool) -> GraphDataset:
-    from torch_geometric.data import Data
-    from torch_geometric.datasets import TUDataset
-
-    base = _stage_tu(tu_name, Path(root) if root is not None else None, download)
-    # use_node_attr=False keeps only the categorical node labels (one-hot): Mirage hashes discrete labels.
-    ds = TUDataset(str(base), tu_name, use_node_attr=False, use_edge_attr=False)
-    graphs = []
-    for d in ds:
-        g = Data(edge_index=d.edge_index, y=d.y.reshape(1).long(), num_nodes=int(d.num_nodes))
-        if d.x is not None:
-            g.x = d.x.float()
-        if getattr(d, "edge_attr", None) is not None:
-            g.edge_attr = d.edge_attr.float()
-        graphs.append(g)
+    raw = _stage_tu(tu_name, Path(root) if root is not None else None, download)
+    graphs = read_tu_graphs(raw, tu_name)
     y = np.array([int(g.y) for g in graphs])
     tr, va, te = stratified_split(y, TU_SPLIT, split_seed)
     first = graphs[0]
@@ -97,7 +179,7 @@ def _register_tu(key: str, tu_name: str, disc: str) -> None:
     def loader(root: str | Path | None = None, split_seed: int = 0, download: bool = False) -> GraphDataset:
         return _load_tu(tu_name, disc, key, root, split_seed, download)
 
-    loader.__doc__ = (f"TU dataset {tu_name} (PyG TUDataset over the official zip), random stratified 80/10/10 "
+    loader.__doc__ = (f"TU dataset {tu_name} (the official zip, PyG's parser), random stratified 80/10/10 "
                       f"split; default Mirage discretiser '{disc}'.")
     GRAPH_DATASETS.register(key)(loader)
 
