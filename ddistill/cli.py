@@ -161,7 +161,7 @@ def _distill_locked(run: RunConfig, run_dir: Any, resolved: dict[str, Any], synt
         if periodic is not None and periodic.curve:
             results["curve"] = periodic.curve
         logger.log(step=synset.meta.get("step"), eval=res.to_dict(), final=True)
-        print(f"final: {res}", flush=True)
+        print(f"final: {res.report()}", flush=True)
     write_json(run_dir.file("results.json"), results)
     print(f"wrote {', '.join(str(p) for p in wrote)}", flush=True)
     return results
@@ -176,11 +176,13 @@ def evaluate(synset_path: str | Path, *, evaluator: str = "classifier", override
         evaluator: evaluator registry name.
         overrides: ``evaluator.*``, ``dataset.*``, ``seed=``, ``device=`` (``evaluator.preset=...`` picks a preset).
         pool: score with every network of a pool (``EVAL_POOLS`` / ``GNN_POOLS`` name, e.g. ``cross``).
-        out: results JSON (default: ``results_eval.json`` beside the set).
+        out: also write the result to this JSON file (every evaluation is kept under
+            ``<set folder>/evaluations/``, keyed by evaluator, config and seed; see :mod:`ddistill.eval_records`).
     """
     from evaluators import EVALUATORS
 
     from .data import Encoding, load_eval_data
+    from .eval_records import write_record
     from .io import write_json
     from .models import EVAL_POOLS
     from .models.gnn import GNN_POOLS
@@ -203,22 +205,29 @@ def evaluate(synset_path: str | Path, *, evaluator: str = "classifier", override
     data = load_eval_data(spec, ev.needs({**synset.meta, "data": cfgmod.to_dict(spec)}), encoding=encoding,
                           device=device)
     result: dict[str, Any] = {"synset": str(synset_path), "evaluator": ev.name, "seed": seed,
-                              "config": cfgmod.to_dict(ev.config)}
+                              "config": cfgmod.to_dict(ev.config), "data": cfgmod.to_dict(spec),
+                              "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     if pool:
         pools = {**EVAL_POOLS, **GNN_POOLS}
         if pool not in pools:
             raise KeyError(f"unknown pool '{pool}'; choose from {sorted(pools)}")
+        result["pool_name"] = pool
         results = ev.across(pools[pool], synset, data)
         result["pool"] = {name: r.to_dict() for name, r in results.items()}
         for name, r in results.items():
-            print(f"{name:12s} {r}", flush=True)
+            print(f"{name:12s} {r.report()}", flush=True)
     else:
         res = ev.evaluate(synset, data)
         result["evaluation"] = res.to_dict()
-        print(res, flush=True)
-    target = Path(out) if out else Path(synset_path).with_name("results_eval.json")
-    write_json(target, result)
-    print(f"wrote {target}")
+        print(res.report(), flush=True)
+    if pool:  # the pool is part of what was evaluated: it keys the record too
+        result["config"] = {**result["config"], "pool": pool}
+    record = write_record(synset_path, result)
+    print(f"wrote {record} (all evaluations of this set: {record.parent.parent / 'evaluations.md'})")
+    if out:
+        write_json(Path(out), result)
+        print(f"wrote {out}")
+    result["record"] = str(record)
     return result
 
 
@@ -276,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("overrides", nargs="*", help="evaluator.* / dataset.* / seed= / device= overrides")
     e.add_argument("--evaluator", default="classifier", help="evaluator registry name")
     e.add_argument("--pool", default=None, help="evaluate with every network of a pool (e.g. cross, depth, gnn)")
-    e.add_argument("--out", default=None, help="results JSON (default: results_eval.json beside the set)")
+    e.add_argument("--out", default=None, help="also write the result here (every evaluation is kept in "
+                                                "<set folder>/evaluations/, summarised in evaluations.{csv,md})")
     e.set_defaults(func=cmd_evaluate)
     s = sub.add_parser("show", help="print a synthetic set's metadata and write an image grid")
     s.add_argument("synset")
@@ -290,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # torch.utils.cpp_extension warns "No CUDA runtime is found, using CUDA_HOME=..." whenever torch.compile loads it
+    # on a machine without CUDA; on the CPU that is noise in every command's output.
+    import logging
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     parser = build_parser()
     # key=value overrides may come before or after options (``evaluate S --evaluator nas evaluator.x=1``).
     args, extra = parser.parse_known_args(argv)
@@ -301,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     try:
+        from .plugins import load_plugins
+
+        load_plugins()
         args.func(args)
     except BrokenPipeError:
         # The reader went away (``ddistill show ... | head``): not an error; silence the flush at exit.

@@ -54,6 +54,22 @@ class EvalResult:
     def __str__(self) -> str:
         return f"{self.metric} {self.mean:.2f} ± {self.std:.2f} over {len(self.values)} models"
 
+    def report(self) -> str:
+        """The score, then one indented line per control (``details["controls"]``: ``{name: {"mean", "std"?,
+        "what"?}}``), per reported-as habit and per warning, so a score is never printed without its controls."""
+        lines = [str(self)]
+        for name, c in self.details.get("controls", {}).items():
+            if isinstance(c, Mapping) and "mean" in c:
+                spread = f" ± {c['std']:.2f}" if isinstance(c.get("std"), (int, float)) else ""
+                lines.append(f"  control {name}: {c['mean']:.2f}{spread}")
+        for name, r in self.details.get("reported_as", {}).items():
+            value = r.get("mean", r.get("value"))
+            if isinstance(value, (int, float)):
+                lines.append(f"  reported as {name} (not the honest score): {value:.2f}")
+        for warning in self.details.get("warnings", []):
+            lines.append(f"  warning: {warning}")
+        return "\n".join(lines)
+
 
 def resolve_model(model: str | None, model_kwargs: dict[str, Any] | None, meta: dict[str, Any]) -> tuple[str, dict]:
     """The evaluation network: the configured one, else the one the set was distilled with (``eval_model``),

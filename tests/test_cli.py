@@ -49,6 +49,29 @@ def test_distill_show_evaluate(tmp_path, capsys):
     assert json.loads(out.read_text())["evaluation"]["model"] == "mlp"
 
 
+def test_every_evaluation_is_kept_with_its_controls(tmp_path, capsys):
+    assert main(["distill", str(_config(tmp_path)), *FAST_OVERRIDES]) == 0
+    synset = tmp_path / "runs" / "cli" / "synset.pt"
+    base = ["evaluate", str(synset), "evaluator.num_models=1", "evaluator.model=mlp", "evaluator.progress=false",
+            "evaluator.perf.compile=false"]
+    assert main([*base, "evaluator.train.epochs=2"]) == 0
+    printed = capsys.readouterr().out
+    assert "control random_subset:" in printed  # a score is never printed without its control
+    assert main([*base, "evaluator.train.epochs=3"]) == 0
+    assert main([*base, "evaluator.train.epochs=3", "seed=1"]) == 0
+    assert main([*base, "evaluator.train.epochs=2"]) == 0  # the same evaluation again replaces its own record
+    records = sorted((synset.parent / "evaluations").glob("classifier-*.json"))
+    assert len(records) == 3
+    epochs = sorted((json.loads(p.read_text())["config"]["train"]["epochs"], json.loads(p.read_text())["seed"])
+                    for p in records)
+    assert epochs == [(2, 0), (3, 0), (3, 1)]
+    csv_rows = (synset.parent / "evaluations.csv").read_text().splitlines()
+    assert len(csv_rows) == 4 and csv_rows[0].startswith("evaluator,config_hash,seed,metric,mean,std")
+    assert all("random_subset=" in row for row in csv_rows[1:])
+    md = (synset.parent / "evaluations.md").read_text()
+    assert md.count("| classifier |") == 3
+
+
 def test_rerun_needs_resume_and_resume_finishes(tmp_path, capsys):
     cfg = _config(tmp_path)
     assert main(["distill", str(cfg), *FAST_OVERRIDES]) == 0
@@ -82,3 +105,19 @@ def test_evaluate_rejects_foreign_file(tmp_path, capsys):
 def test_list(capsys):
     assert main(["list", "synthesizers"]) == 0
     assert "dm" in capsys.readouterr().out.split()
+
+
+def test_output_to_a_file_holds_no_control_codes_or_cuda_warning(tmp_path):
+    # Run as a user would with output redirected: no progress-bar control codes, and no "CUDA_HOME" warning from
+    # torch.compile's C++ toolchain on a machine without CUDA.
+    import subprocess
+    import sys
+
+    overrides = [o for o in FAST_OVERRIDES if "compile" not in o and "progress" not in o]
+    proc = subprocess.run([sys.executable, "-m", "ddistill.cli", "distill", str(_config(tmp_path)), *overrides,
+                           "evaluator.perf.compile=true", "evaluator.train.epochs=1", "evaluator.controls=[]"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    both = proc.stdout + proc.stderr
+    assert "\r" not in both and "\x1b[" not in both and "CUDA_HOME" not in both, both
+    assert "final: accuracy" in proc.stdout

@@ -1,7 +1,13 @@
+import dataclasses
+
 import pytest
 import torch
 
+from ddistill.classifier_file import load_classifier, save_classifier, train_real_classifier
+from ddistill.data import EvalData
+from ddistill.utils.soft_labels import SoftLabelConfig
 from ddistill.utils.train import TrainRecipe
+from evaluators.classifier import LRSearchConfig
 from evaluators import EVALUATORS, ClassifierConfig, ClassifierEvaluator, EvalResult
 from synthesizers import SYNTHESIZERS
 
@@ -23,17 +29,95 @@ def test_beats_chance_on_digits_and_is_reproducible(digits):
     synset = _random_set(real, ipc=10)
     cfg = ClassifierConfig(model="convnet", model_kwargs={"depth": 2, "width": 32}, num_models=2,
                            train=TrainRecipe(epochs=40), perf=FAST)
-    res = ClassifierEvaluator(cfg, seed=0).evaluate(synset, test)
+    res = ClassifierEvaluator(cfg, seed=0).evaluate(synset, EvalData(train=real, test=test))
     assert res.metric == "accuracy" and len(res.values) == 2
     assert res.mean > 50.0  # chance is 10 %
-    again = ClassifierEvaluator(cfg, seed=0).evaluate(synset, test)
+    again = ClassifierEvaluator(cfg, seed=0).evaluate(synset, EvalData(train=real, test=test))
     assert again.values == res.values
+    assert again.details["controls"]["random_subset"]["values"] == res.details["controls"]["random_subset"]["values"]
+    # The default control: a random real subset of the same per-class size, drawn afresh per model, same recipe.
+    control = res.details["controls"]["random_subset"]
+    assert len(control["values"]) == 2 and control["train_size"] == len(synset) and control["mean"] > 50.0
+    assert res.details["gain_over_random_subset"] == pytest.approx(res.mean - control["mean"])
+    # The control never changes the set's own numbers (it draws from other seed streams).
+    alone = ClassifierEvaluator(dataclasses.replace(cfg, controls=[]), seed=0).evaluate(synset, test)
+    assert alone.values == res.values and "controls" not in alone.details
+
+
+def test_controls_need_the_training_split(digits):
+    real, test = digits
+    cfg = ClassifierConfig(model="mlp", num_models=1, train=TrainRecipe(epochs=1), perf=FAST)
+    with pytest.raises(ValueError, match=r"EvalData.train.*controls: \[\]"):
+        ClassifierEvaluator(cfg).evaluate(_random_set(real, ipc=2), test)
+    with pytest.raises(ValueError, match="unknown control"):
+        ClassifierConfig(controls=["everything"])
+    with pytest.raises(ValueError, match="test_every"):
+        ClassifierConfig(reported_as=["max_over_epochs"])
+
+
+def test_random_subset_control_can_lose_and_win(digits):
+    # A control that cannot fail is a defect: a set of constant images must lose to the random subset, a set of the
+    # real class means must not lose by much.
+    real, test = digits
+    cfg = ClassifierConfig(model="mlp", num_models=2, train=TrainRecipe(epochs=60, augment="none"), perf=FAST)
+    blank = _random_set(real, ipc=5)
+    blank.tensors["x"] = torch.zeros_like(blank.x)
+    res = ClassifierEvaluator(cfg).evaluate(blank, EvalData(train=real, test=test))
+    assert res.mean < 20.0 and res.details["gain_over_random_subset"] < -40.0
+
+
+def test_lr_search_selects_on_validation_never_on_test(digits):
+    real, test = digits
+    synset = _random_set(real, ipc=5)
+    cfg = ClassifierConfig(model="mlp", num_models=1, controls=[], train=TrainRecipe(epochs=30, augment="none"),
+                           lr_search=LRSearchConfig(grid=[1e-5, 0.05], val_size=200), perf=FAST)
+    res = ClassifierEvaluator(cfg).evaluate(synset, EvalData(train=real, test=test))
+    search = res.details["lr_search"]
+    assert search["selected_lr"] == 0.05 and search["val_size"] == 200  # 1e-5 cannot move an MLP in 30 epochs
+    assert res.details["lr"] == 0.05
+    # Scrambling the test labels changes the test score but not a single validation number.
+    scrambled = dataclasses.replace(test, y=test.y[torch.randperm(len(test.y), generator=torch.Generator().manual_seed(1))])
+    res2 = ClassifierEvaluator(cfg).evaluate(synset, EvalData(train=real, test=scrambled))
+    assert res2.details["lr_search"] == search and res2.mean < res.mean
+
+
+def test_soft_labels_from_a_teacher_file_and_reported_as(digits, tmp_path):
+    real, test = digits
+    synset = _random_set(real, ipc=3)
+    recipe = TrainRecipe(epochs=40, lr=0.05, augment="none")
+    teacher = train_real_classifier(real, "mlp", {}, recipe, seed=0)
+    path = save_classifier(tmp_path / "teacher.pt", teacher, model="mlp", model_kwargs={}, real=real, seed=0)
+    loaded, header = load_classifier(path, encoding=real.encoding)
+    assert header["model"] == "mlp" and torch.equal(loaded(real.x[:5]), teacher(real.x[:5]))
+    results = {}
+    for mode in ("fixed", "relabel"):
+        cfg = ClassifierConfig(model="mlp", num_models=2, controls=["random_subset"],
+                               train=TrainRecipe(epochs=150, augment="none"), test_every=50,
+                               reported_as=["max_over_epochs", "best_model"],
+                               soft_labels=SoftLabelConfig(teacher=str(path), criterion="kl", mode=mode), perf=FAST)
+        res = ClassifierEvaluator(cfg).evaluate(synset, EvalData(train=real, test=test))
+        assert res.details["soft_labels"]["mode"] == mode and res.mean > 30.0  # chance: 10 %
+        rep = res.details["reported_as"]
+        assert rep["best_model"]["value"] == max(res.values)
+        assert all(b >= f for b, f in zip(rep["max_over_epochs"]["values"], res.values))
+        assert [e for e, _ in res.details["test_curves"][0]] == [50, 100, 150]
+        assert res.details["controls"]["random_subset"]["soft_labels"]["mode"] == mode
+        results[mode] = res.values
+    # Without augmentation the teacher sees the same images in both modes: the two code paths must agree exactly.
+    assert results["fixed"] == results["relabel"]
+    # The teacher is checked against the set's encoding.
+    other = _random_set(real, ipc=3)
+    other.meta["encoding"] = {**other.meta["encoding"], "mean": [0.5]}
+    cfg = ClassifierConfig(model="mlp", num_models=1, controls=[], soft_labels=SoftLabelConfig(teacher=str(path)),
+                           train=TrainRecipe(epochs=1), perf=FAST)
+    with pytest.raises(Exception, match="encoded"):
+        ClassifierEvaluator(cfg).evaluate(other, EvalData(train=real, test=test))
 
 
 def test_learned_lr_and_errors(digits):
     real, test = digits
     synset = _random_set(real, ipc=2)
-    cfg = ClassifierConfig(model="mlp", num_models=1, train=TrainRecipe(epochs=2, lr="learned", augment="none"),
+    cfg = ClassifierConfig(model="mlp", num_models=1, controls=[], train=TrainRecipe(epochs=2, lr="learned", augment="none"),
                            perf=FAST)
     with pytest.raises(ValueError, match="no learned lr"):
         ClassifierEvaluator(cfg).evaluate(synset, test)

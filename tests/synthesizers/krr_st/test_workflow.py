@@ -44,5 +44,6 @@ def test_teacher_distill_evaluate(tmp_path):
     assert cli(["evaluate", str(run / "synset.pt"), "--evaluator", "transfer", "evaluator.num_runs=1",
                 "evaluator.pretrain=none", "evaluator.finetune.iterations=5", "evaluator.progress=false",
                 "evaluator.model=convnet_bn", "evaluator.perf.compile=false"]) == 0
-    out = json.loads((run / "results_eval.json").read_text())
-    assert out["evaluation"]["pretrain"] == "none"
+    (record,) = (run / "evaluations").glob("transfer-*.json")
+    out = json.loads(record.read_text())
+    assert out["evaluation"]["pretrain"] == "none" and "transfer" in (run / "evaluations.md").read_text()

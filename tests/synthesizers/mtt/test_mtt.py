@@ -197,7 +197,7 @@ def test_fit_lowers_the_loss_changes_images_and_saves_lr(experts, tmp_path):
     back = SyntheticSet.load(tmp_path / "synset.pt")
     assert back.tensors["lr"].dim() == 0 and torch.equal(back.x, synset.x)
     # The evaluator trains the recorded architecture with the learned rate.
-    cfg = ClassifierConfig(train=TrainRecipe(lr="learned", epochs=2), num_models=1, perf=PerfConfig(False, False, False))
+    cfg = ClassifierConfig(train=TrainRecipe(lr="learned", epochs=2), num_models=1, controls=[], perf=PerfConfig(False, False, False))
     result = ClassifierEvaluator(cfg).evaluate(back, experts[1])
     assert result.details["lr"] == pytest.approx(float(synset.tensors["lr"])) and result.details["model"] == "convnet"
 

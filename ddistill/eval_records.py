@@ -1,0 +1,82 @@
+"""The evaluations of a synthetic set, kept side by side: every ``ddistill evaluate`` writes one record keyed by its
+evaluator, its resolved config and its seed (``<set folder>/evaluations/<evaluator>-<config hash>-seed<k>.json``), and
+the summaries ``evaluations.csv`` / ``evaluations.md`` beside the set list them all. An evaluation with another
+config never replaces an earlier one; the same evaluation (same config and seed) replaces its own record.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io as _io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_write, write_json
+
+__all__ = ["record_key", "summarise", "write_record"]
+
+_COLUMNS = ("evaluator", "config_hash", "seed", "metric", "mean", "std", "n", "controls", "time", "record")
+
+
+def record_key(evaluator: str, config: dict[str, Any], seed: int) -> str:
+    """``<evaluator>-<12 hex of the config's hash>-seed<seed>``; the config is hashed in canonical JSON."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{evaluator}-{digest}-seed{seed}"
+
+
+def write_record(set_path: str | os.PathLike, record: dict[str, Any]) -> Path:
+    """Writes ``record`` (with ``evaluator``, ``config``, ``seed``) under its key and refreshes the summaries;
+    returns the record's path."""
+    folder = Path(set_path).parent
+    key = record_key(record["evaluator"], record["config"], record["seed"])
+    path = write_json(folder / "evaluations" / f"{key}.json", {**record, "key": key})
+    summarise(folder)
+    return path
+
+
+def _row(path: Path) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ev = rec.get("evaluation") or {}
+    if "pool" in rec:
+        ev = {"metric": "pool", "mean": None, "std": None, "values": [v.get("mean") for v in rec["pool"].values()]}
+    return {"evaluator": rec.get("evaluator"), "config_hash": rec.get("key", "").split("-")[-2] if rec.get("key") else "",
+            "seed": rec.get("seed"), "metric": ev.get("metric"), "mean": ev.get("mean"), "std": ev.get("std"),
+            "n": len(ev.get("values") or []), "controls": _controls(ev.get("controls") or {}),
+            "time": rec.get("time", ""), "record": str(path.relative_to(path.parent.parent))}
+
+
+def _controls(controls: dict[str, Any]) -> str:
+    """``name=mean±std`` for every control (the score's context travels with it into the summaries)."""
+    out = []
+    for name, c in sorted(controls.items()):
+        mean = c.get("mean") if isinstance(c, dict) else None
+        if isinstance(mean, (int, float)):
+            std = c.get("std")
+            out.append(f"{name}={mean:.2f}" + (f"±{std:.2f}" if isinstance(std, (int, float)) else ""))
+        else:
+            out.append(name)
+    return "; ".join(out)
+
+
+def summarise(folder: str | os.PathLike) -> tuple[Path, Path]:
+    """Rebuilds ``evaluations.csv`` and ``evaluations.md`` in ``folder`` from every record in ``folder/evaluations``."""
+    folder = Path(folder)
+    rows = [r for r in (_row(p) for p in sorted((folder / "evaluations").glob("*.json"))) if r is not None]
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(_COLUMNS))
+    writer.writeheader()
+    writer.writerows(rows)
+    csv_path = atomic_write(folder / "evaluations.csv", lambda f: f.write(buf.getvalue()), binary=False)
+
+    def fmt(v: Any) -> str:
+        return f"{v:.2f}" if isinstance(v, float) else ("" if v is None else str(v))
+
+    lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in _COLUMNS) + " |" for r in rows]
+    md_path = atomic_write(folder / "evaluations.md", lambda f: f.write("\n".join(lines) + "\n"), binary=False)
+    return csv_path, md_path
