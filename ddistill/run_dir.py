@@ -78,6 +78,8 @@ def config_differences(recorded: dict[str, Any], requested: dict[str, Any]) -> l
         old, new = a.get(key, "<absent>"), b.get(key, "<absent>")
         if old == new or key.split(".")[0] == "evaluator":
             continue
+        if old == "<absent>" and new is None:  # an optional setting added after the run was made, left unset
+            continue
         if key == "synthesizer.iterations":
             if isinstance(old, int) and isinstance(new, int) and new >= old:
                 continue

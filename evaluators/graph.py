@@ -11,6 +11,13 @@ OGB / MoleculeNet, both in percent as in the paper's tables.
 Tree-sets are drawn uniformly each epoch by default, which is what the official code does (its
 support-proportional sampling is computed and then discarded); ``sampling="support"`` samples proportionally
 to support, as the paper describes.
+
+Beside the score, ``details["controls"]`` holds what it must beat (``controls``; see :mod:`evaluators.graph_controls`),
+on the same splits and metric: one-number size features (nodes, edges, density) and a label-histogram linear model
+fitted on the real training graphs, the same GNNs untrained (epoch 0, the set's own model seeds), random real training
+graphs of the set's bytes trained with the set's recipe (opt-in), and the set's ROC-AUC within node-count bins.
+``details["warnings"]`` says when the score does not beat them by more than one std. Controls run after the set's own
+runs and draw from other seed streams, so they never change the set's numbers.
 """
 from __future__ import annotations
 
@@ -18,14 +25,15 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ddistill.data import EvalData
-from ddistill.data.graph import Discretiser, GraphDataset, GraphPack, build_discretiser, discretiser_from_state
+from ddistill.data import EvalData, EvalNeeds
+from ddistill.data.graph import (Discretiser, GraphDataset, GraphPack, build_discretiser, discretiser_from_state,
+                                 pack_graph_bytes)
 from ddistill.models.gnn import create_gnn
 from ddistill.registry import Registry
 from ddistill.synset import SyntheticSet
@@ -34,9 +42,16 @@ from ddistill.utils.seed import derive_seed, make_generator, seeded_rng
 from ddistill.utils.train import TrainRecipe
 
 from .base import EVALUATORS, EvalResult, Evaluator, as_eval_data
+from .graph_controls import (CONTROLS, TRIVIAL_CONTROLS, class_auc, control_warnings,
+                             draw_random_graphs, label_histogram, size_binned_auc, size_features, summarise_binned,
+                             trivial_controls)
 
-#: ``derive_seed`` streams: each run's model initialisation / dropout, and its sampling order.
-MODEL_STREAM, TRAIN_STREAM = 1, 2
+#: ``derive_seed`` streams: each run's model initialisation / dropout, its sampling order, and the random-graphs
+#: control's draw. The set itself uses (seed, stream, run); the random-graphs control's networks add a trailing 1.
+MODEL_STREAM, TRAIN_STREAM, SUBSET_STREAM = 1, 2, 3
+RANDOM_GRAPHS_RUN_STREAM = 1
+#: Controls that read the real training graphs.
+TRAIN_READING_CONTROLS = (*TRIVIAL_CONTROLS, "random_graphs")
 
 SAMPLERS = Registry("graph sampler")
 GRAPH_METRICS = Registry("graph metric")
@@ -105,6 +120,12 @@ class GraphEvalConfig:
             test score is taken among those epochs. 1 (every epoch) is the official protocol; larger values make
             long runs on tiny distilled sets cheap, where scoring the real graphs costs far more than training.
         eval_batch_size: graphs per forward pass when scoring.
+        controls: what the score is shown beside (:mod:`evaluators.graph_controls`), in ``details["controls"]``:
+            ``num_nodes``, ``num_edges``, ``edge_density``, ``label_histogram`` (no training), ``untrained`` (the
+            set's GNNs at epoch 0), ``size_binned`` (the set's ROC-AUC within node-count bins), ``random_graphs``
+            (random real training graphs of the set's bytes, trained like the set: it doubles the cost of an
+            evaluation, and is the one control that says whether distilling beat picking). Default: all; [] = none.
+        size_bins: node-count quantile bins of the test split for the size-binned ROC-AUC.
         threads: ``torch.set_num_threads`` during the evaluation (restored afterwards); None leaves it. Small
             graph batches are often fastest with 1 thread, and far faster on a CPU shared with other jobs.
         progress: progress bars (drawn only on a terminal).
@@ -125,8 +146,20 @@ class GraphEvalConfig:
     extra_metrics: tuple[str, ...] = ()
     eval_every: int = 1
     eval_batch_size: int = 1024
+    controls: list[str] = field(default_factory=lambda: list(CONTROLS))
+    size_bins: int = 4
     threads: int | None = None
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        controls = list(self.controls)
+        bad = [c for c in controls if c not in CONTROLS]
+        if bad:
+            raise ValueError(f"unknown graph control(s) {bad}; choose from {list(CONTROLS)}")
+        if len(set(controls)) != len(controls):
+            raise ValueError(f"graph controls listed twice: {controls}")
+        if isinstance(self.size_bins, bool) or not isinstance(self.size_bins, int) or self.size_bins < 1:
+            raise ValueError(f"size_bins must be an integer >= 1, got {self.size_bins!r}")
 
 
 @EVALUATORS.register("graph")
@@ -135,6 +168,11 @@ class GraphEvaluator(Evaluator):
     validation score of each run (percent)."""
 
     Config = GraphEvalConfig
+
+    def needs(self, meta: Mapping[str, Any]) -> EvalNeeds:
+        """The dataset's val / test graphs; and its real training graphs when a control reads them (the trivial
+        features, the label histogram, random graphs). A graph dataset arrives whole in ``EvalData.graphs``."""
+        return EvalNeeds(test=True, train=any(c in TRAIN_READING_CONTROLS for c in self.config.controls))
 
     def run(self, synset: SyntheticSet, data: EvalData) -> EvalResult:
         """Scores a graph set (``mirage`` or ``random_graphs``) on the val / test splits of ``data.graphs``.
@@ -157,8 +195,11 @@ class GraphEvaluator(Evaluator):
         hops = meta.get("hops")
         layers = self.config.layers or hops or DEFAULT_LAYERS
         tree_hops = hops if meta.get("readout") == "roots" else None  # the GNN warns when layers != L
+        budget = meta.get("distilled_bytes")
+        per_class = torch.bincount(train.y.cpu().long(), minlength=int(meta["num_classes"])).tolist()
         return self._run(train, test, disc, meta["node_spec"], meta.get("edge_spec"), int(meta["num_classes"]),
-                         layers, source=str(meta.get("synthesizer")), hops=tree_hops)
+                         layers, source=str(meta.get("synthesizer")), hops=tree_hops,
+                         budget=(int(budget) if budget is not None else None, per_class))
 
     def evaluate_real(self, data: GraphDataset | EvalData, *, discretiser: str | None = None, hops: int | None = None,
                       **discretiser_kwargs: Any) -> EvalResult:
@@ -179,53 +220,74 @@ class GraphEvaluator(Evaluator):
     # ------------------------------------------------------------------------------------------------------
     def _run(self, train: GraphPack, data: GraphDataset, disc: Discretiser, node_spec: dict[str, Any],
              edge_spec: dict[str, Any] | None, num_classes: int, layers: int, *, source: str,
-             hops: int | None = None) -> EvalResult:
+             hops: int | None = None, budget: tuple[int | None, list[int]] | None = None) -> EvalResult:
+        """The set's runs, then its controls. ``budget``: (the set's bytes or None, its graphs per class), what the
+        random-graphs control matches (None: the set is the real training split itself)."""
         threads = torch.get_num_threads()
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         try:
-            return self._train_runs(train, data, disc, node_spec, edge_spec, num_classes, layers, source=source,
-                                    hops=hops)
+            if self.config.eval_every < 1:
+                raise ValueError(f"eval_every must be >= 1, got {self.config.eval_every}")
+            if self.config.controls and any(c in TRAIN_READING_CONTROLS for c in self.config.controls) \
+                    and not data.train:
+                raise ValueError(f"the graph evaluator's controls {self.config.controls} read the real training "
+                                 f"graphs, which this dataset lacks; set controls: [] to score the set without them")
+            chunks = (self._chunks(disc.featurise(GraphPack.from_data_list(data.val))),
+                      self._chunks(disc.featurise(GraphPack.from_data_list(data.test))))
+            result, best_probs = self._train_runs(train, data, disc, node_spec, edge_spec, num_classes, layers,
+                                                  source=source, hops=hops, chunks=chunks)
+            if self.config.controls:
+                self._add_controls(result, best_probs, data, disc, node_spec, edge_spec, num_classes, layers,
+                                   chunks=chunks, budget=budget)
+            return result
         finally:
             torch.set_num_threads(threads)
 
-    def _train_runs(self, train: GraphPack, data: GraphDataset, disc: Discretiser, node_spec: dict[str, Any],
+    def _train_runs(self, train: GraphPack | None, data: GraphDataset, disc: Discretiser, node_spec: dict[str, Any],
                     edge_spec: dict[str, Any] | None, num_classes: int, layers: int, *, source: str,
-                    hops: int | None) -> EvalResult:
+                    hops: int | None, chunks: tuple[list[GraphPack], list[GraphPack]], stream: int = 0,
+                    train_for_run: Callable[[int], GraphPack] | None = None) -> tuple[EvalResult, list[Tensor]]:
+        """``num_runs`` fresh GNNs trained on ``train`` (or ``train_for_run(run)``); the result, and every run's
+        test probabilities at its selected epoch (G_test, K).
+
+        ``stream`` 0 is the set itself (the seeds every earlier result was made with); controls use other streams so
+        they never change the set's own numbers.
+        """
         cfg = self.config
-        if cfg.eval_every < 1:
-            raise ValueError(f"eval_every must be >= 1, got {cfg.eval_every}")
         dev = self.device
         metric_name = cfg.metric or data.info.metric
         metric = GRAPH_METRICS.get(metric_name)
         extras = {name: GRAPH_METRICS.get(name) for name in cfg.extra_metrics}
         sampler = SAMPLERS.get(cfg.sampling)
-        train = train.to(dev)
-        val_chunks = self._chunks(disc.featurise(GraphPack.from_data_list(data.val)))
-        test_chunks = self._chunks(disc.featurise(GraphPack.from_data_list(data.test)))
-        n = train.num_graphs
+        val_chunks, test_chunks = chunks
+        tail = (stream,) if stream else ()
         model_kwargs = dict(hidden=cfg.hidden, layers=layers, dropout=cfg.dropout, batch_norm=cfg.batch_norm,
                             jk=cfg.jk)
-        best_vals, best_tests, best_epochs, best_extras, seconds = [], [], [], [], []
+        best_vals, best_tests, best_epochs, best_extras, seconds, best_probs, sizes = [], [], [], [], [], [], []
         recipe = cfg.train
         if isinstance(recipe.lr, str) or recipe.iterations is not None:
             raise ValueError("the graph evaluator trains whole epochs at a numeric train.lr")
         for run in progress_bar(range(cfg.num_runs), desc=f"evaluate {cfg.model}", enabled=cfg.progress, leave=False):
             start = time.perf_counter()
+            run_train = (train if train_for_run is None else train_for_run(run)).to(dev)
+            n = run_train.num_graphs
+            sizes.append(n)
             # Model init and dropout draw from the global RNG; a forked, seeded copy keeps every run reproducible
             # and leaves the caller's random stream untouched.
-            with seeded_rng(derive_seed(self.seed, MODEL_STREAM, run), dev):
+            with seeded_rng(derive_seed(self.seed, MODEL_STREAM, run, *tail), dev):
                 # hops only for the first run: the GNN warns once when layers != L
                 model = create_gnn(cfg.model, node_spec=node_spec, edge_spec=edge_spec, num_classes=num_classes,
                                    hops=hops if run == 0 else None, **model_kwargs).to(dev)
                 opt = recipe.make_optimizer(model.parameters())
-                gen = make_generator(derive_seed(self.seed, TRAIN_STREAM, run))
+                gen = make_generator(derive_seed(self.seed, TRAIN_STREAM, run, *tail))
                 best = (-math.inf, math.nan, -1, {name: math.nan for name in extras})
+                probs_at_best = None
                 for epoch in range(recipe.epochs):
                     model.train()
-                    order = sampler(train.weight, n, gen).to(dev)
+                    order = sampler(run_train.weight, n, gen).to(dev)
                     for i in range(0, n, recipe.batch_size):
-                        b = train.select(order[i:i + recipe.batch_size])
+                        b = run_train.select(order[i:i + recipe.batch_size])
                         logits = model(b.x, b.edge_index, b.batch(), b.num_graphs, b.edge_attr, b.root_mask)
                         loss = torch.nn.functional.cross_entropy(logits, b.y)
                         opt.zero_grad(set_to_none=True)
@@ -240,6 +302,8 @@ class GraphEvaluator(Evaluator):
                     if v >= best[0] or (best[2] < 0 and epoch == recipe.epochs - 1):
                         probs, ys = self._predict(model, test_chunks)
                         best = (v, metric(probs, ys), epoch, {name: f(probs, ys) for name, f in extras.items()})
+                        probs_at_best = probs
+            best_probs.append(probs_at_best)
             best_vals.append(best[0])
             best_tests.append(best[1])
             best_epochs.append(best[2])
@@ -252,10 +316,140 @@ class GraphEvaluator(Evaluator):
             "lr": recipe.lr, "weight_decay": recipe.weight_decay, "batch_size": recipe.batch_size,
             "optimizer": recipe.optimizer, "sampling": cfg.sampling,
             "eval_every": cfg.eval_every,
-            "source": source, "train_graphs": n, "val": best_vals, "test_all_runs": best_tests,
+            "source": source, "train_graphs": sizes[0] if len(set(sizes)) == 1 else sizes, "val": best_vals,
+            "test_all_runs": best_tests,
             "best_epoch": best_epochs, "test_extra": {name: [best_extras[r][name] for r in chosen] for name in extras},
             "runs_reported": chosen, "train_seconds": seconds, "seed": self.seed,
+        }), best_probs
+
+    # -- controls ------------------------------------------------------------------------------------------
+    def _add_controls(self, result: EvalResult, best_probs: list[Tensor], data: GraphDataset, disc: Discretiser,
+                      node_spec: dict[str, Any], edge_spec: dict[str, Any] | None, num_classes: int, layers: int, *,
+                      chunks: tuple[list[GraphPack], list[GraphPack]],
+                      budget: tuple[int | None, list[int]] | None) -> None:
+        """Fills ``details["controls"]`` (and ``details["warnings"]``) in the order of ``config.controls``."""
+        cfg = self.config
+        wanted = list(cfg.controls)
+        main = result.metric
+        metrics = {main: GRAPH_METRICS.get(main), **{n: GRAPH_METRICS.get(n) for n in cfg.extra_metrics if n != main}}
+        test_chunks = chunks[1]
+        y_test = torch.cat([c.y.cpu() for c in test_chunks])
+        test_sizes = torch.cat([(c.ptr[1:] - c.ptr[:-1]).cpu() for c in test_chunks]).numpy()
+        controls: dict[str, Any] = {}
+        seconds: dict[str, float] = {}
+        raw_train = feat_train = None
+        if any(c in TRAIN_READING_CONTROLS for c in wanted):
+            raw_train = GraphPack.from_data_list(data.train)
+            feat_train = disc.featurise(raw_train)
+
+        trivial = [c for c in wanted if c in TRIVIAL_CONTROLS]
+        if trivial:
+            start = time.perf_counter()
+            raw_test = GraphPack.from_data_list(data.test)
+            f_train, f_test = size_features(raw_train), size_features(raw_test)
+            if "label_histogram" in trivial:
+                f_train["label_histogram"] = label_histogram(feat_train, node_spec, edge_spec)
+                f_test["label_histogram"] = label_histogram(disc.featurise(raw_test), node_spec, edge_spec)
+            controls.update(trivial_controls(trivial, f_train, f_test, raw_train.y.cpu().numpy(), raw_test.y.cpu(),
+                                             num_classes, metrics, main))
+            seconds["trivial"] = time.perf_counter() - start
+
+        if "untrained" in wanted:
+            start = time.perf_counter()
+            controls["untrained"] = self._untrained(node_spec, edge_spec, num_classes, layers, test_chunks, metrics,
+                                                    main)
+            seconds["untrained"] = time.perf_counter() - start
+
+        chosen = result.details["runs_reported"]
+        if "size_binned" in wanted:
+            controls["size_binned"] = self._binned([best_probs[r] for r in chosen], y_test, test_sizes,
+                                                   "the set's own models (reported runs, selected epochs) scored by "
+                                                   "ROC-AUC within node-count quantile bins of the test split")
+
+        if "random_graphs" in wanted:
+            start = time.perf_counter()
+            if budget is None:
+                controls["random_graphs"] = {"what": "random real training graphs of the set's bytes",
+                                             "skipped": "the set is the whole real training split"}
+            else:
+                controls["random_graphs"], rg_probs, rg_chosen = self._random_graphs(
+                    raw_train, feat_train, data, disc, node_spec, edge_spec, num_classes, layers, chunks, budget)
+                controls["random_graphs_size_binned"] = self._binned(
+                    [rg_probs[r] for r in rg_chosen], y_test, test_sizes, "the random_graphs control's models "
+                    "(reported runs, selected epochs) scored by ROC-AUC within node-count quantile bins of the test "
+                    "split")
+            seconds["random_graphs"] = time.perf_counter() - start
+
+        result.details["controls"] = controls
+        result.details["control_seconds"] = seconds
+        found = control_warnings(main, result.mean, result.std, controls)
+        if found:
+            result.details["warnings"] = list(result.details.get("warnings", [])) + found
+
+    def _untrained(self, node_spec: dict[str, Any], edge_spec: dict[str, Any] | None, num_classes: int,
+                   layers: int, test_chunks: list[GraphPack], metrics: dict[str, Callable], main: str
+                   ) -> dict[str, Any]:
+        """The set's GNNs before their first step: every run's model seed, no training, scored on the test split."""
+        cfg = self.config
+        values: list[float] = []
+        extra: dict[str, list[float]] = {name: [] for name in metrics if name != main}
+        for run in range(cfg.num_runs):
+            with seeded_rng(derive_seed(self.seed, MODEL_STREAM, run), self.device):
+                model = create_gnn(cfg.model, node_spec=node_spec, edge_spec=edge_spec, num_classes=num_classes,
+                                   hidden=cfg.hidden, layers=layers, dropout=cfg.dropout, batch_norm=cfg.batch_norm,
+                                   jk=cfg.jk).to(self.device)
+            probs, ys = self._predict(model, test_chunks)
+            values.append(float(metrics[main](probs, ys)))
+            for name in extra:
+                extra[name].append(float(metrics[name](probs, ys)))
+        res = EvalResult(main, values)
+        return {"mean": res.mean, "std": res.std, "values": values, "test_extra": extra,
+                "what": "the same GNN at epoch 0 (fresh initialisation with the set's model seeds, no training), "
+                        "scored on the test split; every run"}
+
+    def _binned(self, probs: list[Tensor | None], y: Tensor, sizes: Any, what: str) -> dict[str, Any]:
+        """Size-binned and plain ROC-AUC of every run's test probabilities (None: a run never scored, NaN)."""
+        y_np = y.numpy()
+        nothing = {"value": math.nan, "edges": [], "bins_used": 0, "bins_skipped": 0, "graphs_skipped": 0}
+        per_run = [nothing if p is None else size_binned_auc(p.double().numpy(), y_np, sizes, self.config.size_bins)
+                   for p in probs]
+        overall = [math.nan if p is None else 100.0 * class_auc(p.double().numpy(), y_np) for p in probs]
+        out = summarise_binned(per_run, overall, what)
+        out["bins"] = self.config.size_bins
+        return out
+
+    def _random_graphs(self, raw_train: GraphPack, feat_train: GraphPack, data: GraphDataset, disc: Discretiser,
+                       node_spec: dict[str, Any], edge_spec: dict[str, Any] | None, num_classes: int, layers: int,
+                       chunks: tuple[list[GraphPack], list[GraphPack]], budget: tuple[int | None, list[int]]
+                       ) -> tuple[dict[str, Any], list[Tensor], list[int]]:
+        """Random real training graphs of the set's bytes (or, when the set records none, its graphs per class),
+        drawn afresh for every run and trained with the set's recipe on other seed streams."""
+        budget_bytes, per_class = budget
+        drawn: list[dict[str, Any]] = []
+        graph_bytes = torch.tensor(pack_graph_bytes(raw_train))
+
+        def train_for_run(run: int) -> GraphPack:
+            gen = make_generator(derive_seed(self.seed, SUBSET_STREAM, run))
+            index = draw_random_graphs(raw_train, num_classes, gen, budget_bytes=budget_bytes, per_class=per_class)
+            pack = feat_train.select(index)
+            pack.weight = torch.ones(pack.num_graphs)
+            drawn.append({"bytes": int(graph_bytes[index].sum()),
+                          "graphs_per_class": torch.bincount(pack.y.cpu(), minlength=num_classes).tolist()})
+            return pack
+
+        res, probs = self._train_runs(None, data, disc, node_spec, edge_spec, num_classes, layers,
+                                      source="random_graphs control", hops=None, chunks=chunks,
+                                      stream=RANDOM_GRAPHS_RUN_STREAM, train_for_run=train_for_run)
+        out = res.to_dict()
+        matched = "bytes" if budget_bytes is not None else "count"
+        out.update({
+            "what": ("random real training graphs of the set's bytes (per class: a random order cut at bytes / K, "
+                     "at least one graph)" if matched == "bytes" else
+                     "random real training graphs, as many per class as the set has (the set records no bytes)")
+                    + ", drawn afresh per run, trained with the set's recipe on other seeds",
+            "matched": matched, "budget_bytes": budget_bytes, "set_graphs_per_class": per_class, "drawn": drawn,
         })
+        return out, probs, res.details["runs_reported"]
 
     def _chunks(self, pack: GraphPack) -> list[GraphPack]:
         size = max(1, self.config.eval_batch_size)

@@ -22,14 +22,34 @@ For each of ``num_runs`` runs:
 3. Report top-1 downstream test accuracy (%), mean ± std over the runs (the official code: 3 runs, ``np.std``).
    Optionally also a linear probe on the frozen pre-trained features (``linear_probe: true``).
 
-The downstream datasets are ``config.downstream`` (dataset blocks like a run config's), or, when unset, the set's own
-source data (``meta["data"]``); :meth:`TransferEvaluator.needs` asks :func:`ddistill.data.load_eval_data` for them.
+**Controls** (``controls``), on the same runs, fine-tuning seeds and budget (each fine-tuning is paired with the set's:
+same head initialisation, same data order):
+
+- ``no_pretraining``: the same network fine-tuned from its random initialisation (``test_scratch.py``);
+- ``random_subset``: as many random real *source* images as the set holds (class-balanced), pre-trained with their
+  *source* labels by the DC recipe for the set's number of epochs;
+- ``random_teacher_targets``: the same random images with the teacher's representations as regression targets (KRR-ST's
+  initialisation, i.e. what the distillation started from);
+- ``teacher_probe``: a linear probe of the teacher's own features on the target (the ceiling a set distilled from that
+  teacher approaches).
+
+The **pre-training fit** is always measured: for regression targets MSE and R² on the set and on held-out real source
+images labelled by the teacher; for labels, accuracy on the set and on the source test split. A pre-training that did
+not fit (R² below ``min_fit_r2`` / accuracy below ``min_fit_accuracy`` on the set itself) is flagged in
+``details["warnings"]``: its transfer score measures an under-trained network.
+
+**Leak-free targets.** The downstream datasets are ``config.downstream`` (dataset blocks like a run config's). When
+unset, a set distilled from a class subset (``dataset.classes``, e.g. CIFAR-10 classes 0-4) transfers to the *other*
+classes of the same dataset (5-9), so source and target never share a label; a set made from a whole dataset
+transfers to that dataset. Every result records, per row, whether its pre-training saw the target's labels
+(``label_leak``), and warns when it did.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -37,23 +57,28 @@ from torch import Tensor, nn
 
 from ddistill.augment import build_augment
 from ddistill.config import ConfigError, from_dict, merge
-from ddistill.data import DataSpec, Encoding, EvalData, EvalNeeds, ImageData
+from ddistill.data import DataSpec, Encoding, EvalData, EvalNeeds, ImageData, RealData
 from ddistill.models import ModelFamily
 from ddistill.synset import SyntheticSet
 from ddistill.utils.perf import PerfConfig
 from ddistill.utils.probe import LinearProbeConfig, linear_probe
 from ddistill.utils.progress import progress_bar
 from ddistill.utils.seed import derive_seed, make_generator
-from ddistill.utils.train import TrainRecipe, accuracy, criterion_for, train_classifier
+from ddistill.utils.train import TrainRecipe, accuracy, criterion_for, predict, train_classifier
 
 from .base import EVALUATORS, EvalResult, Evaluator, resolve_model
 
-__all__ = ["PRETRAIN_RECIPES", "PretrainRecipe", "TransferConfig", "TransferEvaluator", "prepare_downstream",
-           "transplant_backbone"]
+__all__ = ["CONTROLS", "PRETRAIN_RECIPES", "PretrainRecipe", "TransferConfig", "TransferEvaluator", "default_targets",
+           "prepare_downstream", "shares_labels", "transplant_backbone"]
 
 #: ``derive_seed`` streams: pre-training networks, fine-tuning networks (per target), fine-tuning order, probes,
 #: pre-training order.
 PRETRAIN_MODEL_STREAM, FINETUNE_MODEL_STREAM, FINETUNE_STREAM, PROBE_STREAM, PRETRAIN_STREAM = 40, 41, 42, 43, 44
+#: ... the random-subset controls' draws.
+SUBSET_STREAM = 45
+CONTROLS = ("no_pretraining", "random_subset", "random_teacher_targets", "teacher_probe")
+#: Controls that pre-train a network (a row of fine-tuning results like the set's).
+_PRETRAINED_CONTROLS = ("no_pretraining", "random_subset", "random_teacher_targets")
 
 
 @dataclass(frozen=True)
@@ -112,7 +137,16 @@ class TransferConfig:
         downstream_encoding: "own" (downstream mean/std, official) or "source" (the set's encoding).
         linear_probe: also report a linear probe on the frozen pre-trained features (``details["linear_probe"]``).
         probe: linear-probe settings.
-        downstream: datasets to transfer to; empty = the set's own source data (``meta["data"]``).
+        downstream: datasets to transfer to; empty = the other classes of the set's source dataset when the set was
+            distilled from a class subset (leak-free), else the set's own source data (``meta["data"]``).
+        controls: rows computed beside the set's (see the module docstring); [] = none. Teacher-based controls are
+            skipped, with the reason recorded, when no teacher is known.
+        teacher: a ``ddistill.teacher`` file for the teacher-based controls and the held-out fit; None = the set's
+            recorded teacher (``meta["teacher"]["path"]``), if any.
+        min_fit_r2: below this R² of the pre-trained network on the set's regression targets, the pre-training is
+            flagged as not fitted.
+        min_fit_accuracy: the same for label pre-training: accuracy (%) on the set's own (unaugmented) images.
+        fit_heldout: real source test images used for the held-out fit.
         test_batch_size: batch size for testing.
         perf: speed settings (channels_last / bf16 autocast / compile); None fields = auto.
         progress: progress bars (drawn only on a terminal).
@@ -128,6 +162,11 @@ class TransferConfig:
     linear_probe: bool = False
     probe: LinearProbeConfig = field(default_factory=LinearProbeConfig)
     downstream: list[DataSpec] = field(default_factory=list)
+    controls: list[str] = field(default_factory=lambda: ["no_pretraining", "random_subset", "teacher_probe"])
+    teacher: str | None = None
+    min_fit_r2: float = 0.5
+    min_fit_accuracy: float = 90.0
+    fit_heldout: int = 1000
     test_batch_size: int = 1024
     perf: PerfConfig = field(default_factory=PerfConfig)
     progress: bool = True
@@ -140,6 +179,9 @@ class TransferConfig:
                              f"{list(_DOWNSTREAM_ENCODINGS)}")
         if self.num_runs < 1:
             raise ValueError(f"num_runs must be >= 1, got {self.num_runs}")
+        bad = [c for c in self.controls if c not in CONTROLS]
+        if bad:
+            raise ValueError(f"unknown control(s) {bad}; choose from {list(CONTROLS)}")
         try:  # unknown recipe keys fail here, at config time, naming the valid ones
             from_dict(TrainRecipe, self.pretrain_recipe, where="evaluator.pretrain_recipe")
         except ConfigError as e:
@@ -192,36 +234,88 @@ def transplant_backbone(pretrained: nn.Module, net: nn.Module) -> None:
                          f"unexpected {list(unexpected)}")
 
 
+def default_targets(source: DataSpec, num_classes: int | None = None) -> tuple[DataSpec, ...]:
+    """The leak-free default target of a set distilled from ``source``: its dataset's other classes when ``source``
+    is a class subset, else ``source`` itself (whose labels a label-free set never saw)."""
+    if source.classes is None:
+        return (source,)
+    if num_classes is None:
+        from ddistill.data import load_split
+
+        num_classes = load_split(DataSpec(source.name, source.root, kwargs=dict(source.kwargs)), "test").info.num_classes
+    rest = [c for c in range(num_classes) if c not in source.classes]
+    if not rest:
+        raise ValueError(f"dataset.classes {source.classes} covers every class of '{source.name}': no class is left "
+                         f"for a leak-free target; set evaluator.downstream")
+    return (dataclasses.replace(source, classes=rest, zca=False),)
+
+
+def shares_labels(source: DataSpec | None, target: DataSpec | None) -> bool | None:
+    """Whether ``target``'s classes are (some of) ``source``'s: the same dataset with overlapping classes. None when
+    either is unknown."""
+    if source is None or target is None:
+        return None
+    if source.name != target.name:
+        return False
+    if source.classes is None or target.classes is None:
+        return True
+    return bool(set(source.classes) & set(target.classes))
+
+
+@dataclass
+class _Row:
+    """One pre-training source (the set, or a control): ``pretrain(run) -> module | None``, whether it reads labels."""
+
+    name: str
+    pretrain: Callable[[int], nn.Module | None]
+    uses_labels: bool
+    fit: list[dict[str, Any]] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+
 @EVALUATORS.register("transfer")
 class TransferEvaluator(Evaluator):
-    """Pre-train on the set, fine-tune on downstream data, report downstream test accuracy (%) over runs."""
+    """Pre-train on the set, fine-tune on downstream data, report downstream test accuracy (%) over runs, with the
+    controls beside it."""
 
     Config = TransferConfig
 
+    def _targets(self, meta: Mapping[str, Any]) -> tuple[DataSpec, ...]:
+        if self.config.downstream:
+            return tuple(self.config.downstream)
+        if not meta.get("data"):
+            raise ValueError("the transfer evaluator needs downstream data: set evaluator.downstream (e.g. "
+                             "[{name: cifar10, root: data}]); this set records no source data (meta['data'])")
+        return default_targets(from_dict(DataSpec, meta["data"], where="meta.data"))
+
     def needs(self, meta: Mapping[str, Any]) -> EvalNeeds:
-        """Both splits of every downstream dataset: ``config.downstream``, else the set's source (``meta["data"]``)."""
-        targets = tuple(self.config.downstream)
-        if not targets:
-            if not meta.get("data"):
-                raise ValueError("the transfer evaluator needs downstream data: set evaluator.downstream (e.g. "
-                                 "[{name: cifar10, root: data}]); this set records no source data (meta['data'])")
-            targets = (from_dict(DataSpec, meta["data"], where="meta.data"),)
-        return EvalNeeds(test=False, downstream=targets)
+        """Both splits of every downstream dataset; the source's training split for the random-subset controls and
+        its test split for the held-out pre-training fit."""
+        source = bool(meta.get("data"))
+        random = any(c in self.config.controls for c in ("random_subset", "random_teacher_targets"))
+        return EvalNeeds(test=source, train=source and random, downstream=self._targets(meta))
 
     def run(self, synset: SyntheticSet, data: EvalData) -> EvalResult:
         """Scores ``synset`` by transfer to the first downstream dataset of ``data`` (all of them:
         :meth:`evaluate_many`)."""
         targets = data.require("downstream", self.name)
-        return next(iter(self.evaluate_many(synset, targets).values()))
+        specs = {t.label(): t for t in self._targets(synset.meta)} if synset.meta.get("data") else {}
+        return next(iter(self.evaluate_many(synset, targets, real=data.train, source_test=data.test,
+                                            source=data.spec, target_specs=specs).values()))
 
-    def evaluate_many(self, synset: SyntheticSet,
-                      targets: Mapping[str, tuple[ImageData, ImageData]]) -> dict[str, EvalResult]:
+    def evaluate_many(self, synset: SyntheticSet, targets: Mapping[str, tuple[ImageData, ImageData]], *,
+                      real: RealData | None = None, source_test: ImageData | None = None,
+                      source: DataSpec | None = None,
+                      target_specs: Mapping[str, DataSpec] | None = None) -> dict[str, EvalResult]:
         """The official protocol over several downstream datasets: each run pre-trains once and fine-tunes a copy
-        on every target (``test.py``).
+        on every target (``test.py``), and the same for every control row.
 
         Args:
             synset: the distilled set.
             targets: ``{name: (train, test)}`` uint8 splits.
+            real: the source's encoded training split (random-subset controls); None skips them, saying why.
+            source_test: the source's uint8 test split (held-out pre-training fit).
+            source, target_specs: the data specs, to tell whether a pre-training saw a target's labels.
         """
         cfg, dev = self.config, self.device
         meta = synset.meta
@@ -231,10 +325,13 @@ class TransferEvaluator(Evaluator):
         x_syn = synset.x.to(dev)
         channels, size = int(x_syn.shape[1]), (int(x_syn.shape[2]), int(x_syn.shape[3]))
         recipe_name, pre = self._recipe(meta)
-        source_encoding = Encoding.from_meta(meta["encoding"], synset.tensors) \
-            if cfg.downstream_encoding == "source" else None
+        set_encoding = Encoding.from_meta(meta["encoding"], synset.tensors)
+        source_encoding = set_encoding if cfg.downstream_encoding == "source" else None
+        if source is None and meta.get("data"):
+            source = from_dict(DataSpec, meta["data"], where="meta.data")
 
         data: dict[str, tuple[Tensor, Tensor, Tensor, Tensor, int, nn.Module]] = {}
+        encodings: dict[str, Encoding] = {}
         for name, (train, test) in targets.items():
             if train.info.in_channels != channels:
                 raise ValueError(f"downstream '{name}' has {train.info.in_channels} channels, the set has {channels}")
@@ -244,47 +341,123 @@ class TransferEvaluator(Evaluator):
             k = int(train.info.num_classes)
             augment = build_augment(cfg.finetune.augment, train.info.name, encoding=enc)
             data[name] = (x_tr.to(dev), y_tr.to(dev), x_te.to(dev), y_te.to(dev), k, augment)
+            encodings[name] = enc
 
-        values: dict[str, list[float]] = {name: [] for name in targets}
-        probes: dict[str, list[float]] = {name: [] for name in targets}
+        teacher, teacher_why = self._teacher(meta, set_encoding)
+        skipped: dict[str, str] = {}
+        rows = [_Row("set", (lambda r: self._pretrain(synset.x, synset.y, pre, model, model_kwargs, perf, r))
+                     if pre is not None else (lambda r: None), uses_labels=recipe_name in ("hard", "soft"))]
+        for control in cfg.controls:
+            if control == "no_pretraining":
+                if pre is not None:
+                    rows.append(_Row(control, lambda r: None, uses_labels=False))
+            elif control in ("random_subset", "random_teacher_targets"):
+                why = None if real is not None else "the source's training split was not loaded"
+                if control == "random_teacher_targets" and teacher is None:
+                    why = teacher_why
+                if why:
+                    skipped[control] = why
+                    continue
+                rows.append(self._random_row(control, real, len(synset), teacher, model, model_kwargs, perf))
+            elif control == "teacher_probe" and teacher is None:
+                skipped[control] = teacher_why
+
+        self._dataset = meta.get("dataset", "")
+        heldout = self._heldout(source_test, set_encoding, teacher)
+        values = {row.name: {name: [] for name in targets} for row in rows}
+        probes = {row.name: {name: [] for name in targets} for row in rows}
         seconds: dict[str, list[float]] = {name: [] for name in targets}
-        pre_seconds: list[float] = []
+        teacher_probe: dict[str, list[float]] = {name: [] for name in targets}
         for r in progress_bar(range(cfg.num_runs), desc="transfer runs", enabled=cfg.progress, leave=False):
-            pretrained = None
-            if pre is not None:
+            for row in rows:
                 start = time.perf_counter()
-                pretrained = self._pretrain(synset, pre, model, model_kwargs, perf, r)
-                pre_seconds.append(time.perf_counter() - start)
-            for t, (name, (x_tr, y_tr, x_te, y_te, k, augment)) in enumerate(data.items()):
-                family = ModelFamily(model, in_channels=channels, num_classes=k, image_size=size,
-                                     seed=derive_seed(self.seed, FINETUNE_MODEL_STREAM, t), **model_kwargs)
-                net = family.build(r, dev)
+                pretrained = row.pretrain(r)
                 if pretrained is not None:
-                    transplant_backbone(pretrained, net)
-                if cfg.linear_probe:
-                    gen = make_generator(derive_seed(self.seed, PROBE_STREAM, t, r))
-                    probes[name].append(linear_probe(net.embed, (x_tr, y_tr), (x_te, y_te), config=cfg.probe,
-                                                     num_classes=k, generator=gen, device=dev))
-                start = time.perf_counter()
-                fast = perf.prepare_model(net)
-                train_classifier(fast, x_tr, y_tr, cfg.finetune, augment=augment,
-                                 generator=make_generator(derive_seed(self.seed, FINETUNE_STREAM, t, r)), perf=perf,
-                                 progress=f"fine-tune {name} {r + 1}/{cfg.num_runs}" if cfg.progress else False)
-                seconds[name].append(time.perf_counter() - start)
-                values[name].append(100.0 * accuracy(fast, x_te, y_te, batch_size=cfg.test_batch_size, perf=perf))
+                    row.seconds.append(time.perf_counter() - start)
+                    row.fit.append(self._fit(pretrained, row, synset, heldout, perf))
+                for t, (name, (x_tr, y_tr, x_te, y_te, k, augment)) in enumerate(data.items()):
+                    # Every row fine-tunes with the set's seeds: same head initialisation, same data order (paired).
+                    family = ModelFamily(model, in_channels=channels, num_classes=k, image_size=size,
+                                         seed=derive_seed(self.seed, FINETUNE_MODEL_STREAM, t), **model_kwargs)
+                    net = family.build(r, dev)
+                    if pretrained is not None:
+                        transplant_backbone(pretrained, net)
+                    if cfg.linear_probe:
+                        gen = make_generator(derive_seed(self.seed, PROBE_STREAM, t, r))
+                        probes[row.name][name].append(linear_probe(net.embed, (x_tr, y_tr), (x_te, y_te),
+                                                                   config=cfg.probe, num_classes=k, generator=gen,
+                                                                   device=dev))
+                    start = time.perf_counter()
+                    fast = perf.prepare_model(net)
+                    label = f"fine-tune {name} {r + 1}/{cfg.num_runs}" + ("" if row.name == "set" else f" ({row.name})")
+                    train_classifier(fast, x_tr, y_tr, cfg.finetune, augment=augment,
+                                     generator=make_generator(derive_seed(self.seed, FINETUNE_STREAM, t, r)),
+                                     perf=perf, progress=label if cfg.progress else False)
+                    if row.name == "set":
+                        seconds[name].append(time.perf_counter() - start)
+                    values[row.name][name].append(100.0 * accuracy(fast, x_te, y_te, batch_size=cfg.test_batch_size,
+                                                                   perf=perf))
+            if "teacher_probe" in cfg.controls and teacher is not None:
+                for t, (name, (x_tr, y_tr, x_te, y_te, k, _)) in enumerate(data.items()):
+                    # The teacher reads its own encoding; the target images are in the target's.
+                    features = _Reencode(teacher, encodings[name], self._teacher_encoding)
+                    gen = make_generator(derive_seed(self.seed, PROBE_STREAM, t, r, 1))
+                    teacher_probe[name].append(linear_probe(features, (x_tr, y_tr), (x_te, y_te), config=cfg.probe,
+                                                            num_classes=k, generator=gen, device=dev))
 
         out = {}
+        set_row = rows[0]
         for name in targets:
+            spec = (target_specs or {}).get(name)
             details: dict[str, Any] = {
                 "downstream": name, "model": model, "model_kwargs": model_kwargs, "pretrain": recipe_name,
                 "pretrain_epochs": pre[1].epochs if pre is not None else 0,
                 "finetune_iterations": cfg.finetune.iterations, "resolution": list(size),
                 "downstream_encoding": cfg.downstream_encoding, "train_size": int(x_syn.shape[0]), "seed": self.seed,
-                "pretrain_seconds": pre_seconds, "finetune_seconds": seconds[name],
+                "pretrain_seconds": set_row.seconds, "finetune_seconds": seconds[name],
             }
+            warnings: list[str] = []
             if cfg.linear_probe:
-                details["linear_probe"] = probes[name]
-            out[name] = EvalResult("accuracy", values[name], details)
+                details["linear_probe"] = probes["set"][name]
+            leak = shares_labels(source, spec)
+            details["label_leak"] = bool(set_row.uses_labels and leak) if leak is not None else None
+            if details["label_leak"]:
+                warnings.append(f"the set's pre-training used labels of {source.label()}, which the target {name} "
+                                f"shares: not a transfer measurement (use a class split, e.g. dataset.classes)")
+            if set_row.fit:
+                details["pretrain_fit"] = self._summarise_fit(set_row.fit)
+                if not details["pretrain_fit"]["fitted"]:
+                    warnings.append(f"pre-training did not fit the set's targets ({details['pretrain_fit']['what']}):"
+                                    f" this score measures an under-trained network")
+            controls: dict[str, Any] = {}
+            for row in rows[1:]:
+                res = EvalResult("accuracy", values[row.name][name])
+                entry: dict[str, Any] = {**res.to_dict(), "what": _CONTROL_WHAT[row.name]}
+                entry["label_leak"] = bool(row.uses_labels and leak) if leak is not None else None
+                if cfg.linear_probe:
+                    entry["linear_probe"] = probes[row.name][name]
+                if row.fit:
+                    entry["pretrain_fit"] = self._summarise_fit(row.fit)
+                    if not entry["pretrain_fit"]["fitted"]:
+                        warnings.append(f"control {row.name}'s pre-training did not fit its targets "
+                                        f"({entry['pretrain_fit']['what']})")
+                    entry["pretrain_seconds"] = row.seconds
+                if entry["label_leak"]:
+                    warnings.append(f"control {row.name} pre-trained with labels the target {name} shares")
+                controls[row.name] = entry
+            if "teacher_probe" in cfg.controls and teacher is not None:
+                res = EvalResult("accuracy", teacher_probe[name])
+                controls["teacher_probe"] = {**res.to_dict(), "what": _CONTROL_WHAT["teacher_probe"],
+                                             "teacher": self._teacher_path}
+            for control, why in skipped.items():
+                controls[control] = {"skipped": why}
+            if controls:
+                details["controls"] = controls
+                mean = sum(values["set"][name]) / len(values["set"][name])
+                details["gain_over_controls"] = {c: mean - v["mean"] for c, v in controls.items() if "mean" in v}
+            if warnings:
+                details["warnings"] = warnings
+            out[name] = EvalResult("accuracy", values["set"][name], details)
         return out
 
     # ------------------------------------------------------------------------------------------------
@@ -300,25 +473,145 @@ class TransferEvaluator(Evaluator):
         pre = PRETRAIN_RECIPES[name]
         return name, (pre, pre.recipe(self.config.pretrain_recipe))
 
-    def _pretrain(self, synset: SyntheticSet, pre: tuple[PretrainRecipe, TrainRecipe], model: str,
-                  model_kwargs: dict[str, Any], perf: PerfConfig, run: int) -> nn.Module:
-        """A fresh network trained on the set with ``recipe``; returns the un-compiled module."""
+    def _teacher(self, meta: Mapping[str, Any], set_encoding: Encoding) -> tuple[nn.Module | None, str]:
+        """The teacher for the teacher-based controls: ``config.teacher``, else the set's recorded one."""
+        path = self.config.teacher or (meta.get("teacher") or {}).get("path")
+        self._teacher_path = path
+        if not path:
+            return None, "no teacher: the set records none (meta['teacher']) and evaluator.teacher is unset"
+        # The teacher file format is KRR-ST's (ddistill.teacher); imported lazily so other sets never need it.
+        from synthesizers.krr_st.teacher import load_teacher
+
+        try:
+            teacher, info = load_teacher(path, device=self.device)
+        except FileNotFoundError:
+            return None, f"the teacher file {path} does not exist"
+        self._teacher_encoding = info.encoding
+        return teacher, ""
+
+    def _random_row(self, control: str, real: RealData, n: int, teacher: nn.Module | None, model: str,
+                    model_kwargs: dict[str, Any], perf: PerfConfig) -> _Row:
+        """``n`` class-balanced random real source images, drawn afresh per run, pre-trained with their source labels
+        (DC recipe) or the teacher's representations (KRR-ST's recipe), for the set's number of epochs."""
+        k = real.num_classes
+        counts = [n // k + (1 if c < n % k else 0) for c in range(k)]
+        kind = "hard" if control == "random_subset" else "regression"
+        base = PRETRAIN_RECIPES[kind]
+        recipe = (base, base.recipe(self.config.pretrain_recipe))  # the same overrides (epochs) as the set's
+        stream = CONTROLS.index(control)
+
+        def pretrain(r: int) -> nn.Module:
+            gen = make_generator(derive_seed(self.seed, SUBSET_STREAM, r))  # both controls share each run's draw
+            idx = torch.cat([real.sample_indices(c, m, gen, strict=True) for c, m in enumerate(counts) if m])
+            x = real.x[idx]
+            if kind == "hard":
+                y = real.y[idx]
+            else:
+                to_teacher = _Reencode(teacher, real.encoding, self._teacher_encoding)
+                y = predict(to_teacher, x, device=self.device)
+            return self._pretrain(x, y, recipe, model, model_kwargs, perf, r, stream=stream)
+
+        return _Row(control, pretrain, uses_labels=kind == "hard")
+
+    def _heldout(self, source_test: ImageData | None, encoding: Encoding,
+                 teacher: nn.Module | None) -> tuple[Tensor, Tensor, Tensor | None] | None:
+        """``(x, hard labels, teacher targets or None)`` of the first ``fit_heldout`` source test images."""
+        if source_test is None:
+            return None
+        m = min(self.config.fit_heldout, len(source_test))
+        x = encoding.encode(source_test.x[:m]).to(self.device)
+        targets = None
+        if teacher is not None:
+            targets = predict(_Reencode(teacher, encoding, self._teacher_encoding), x, device=self.device)
+        return x, source_test.y[:m].to(self.device), targets
+
+    def _fit(self, net: nn.Module, row: _Row, synset: SyntheticSet, heldout: Any, perf: PerfConfig) -> dict[str, Any]:
+        """How well the pre-trained ``net`` fits its own training targets, and held-out ones of the same kind."""
+        x, y = getattr(net, "_fit_data")
+        out: dict[str, Any] = {}
+        if y.dim() == 2 and not getattr(net, "_fit_classes", False):
+            pred = predict(net, x, device=self.device)
+            out.update(_regression_fit(pred, y.to(pred.device), "train"))
+            if heldout is not None and heldout[2] is not None and heldout[2].shape[1] == y.shape[1]:
+                out.update(_regression_fit(predict(net, heldout[0], device=self.device), heldout[2], "heldout"))
+        else:
+            labels = y if y.dim() == 1 else y.argmax(1)
+            out["train_accuracy"] = 100.0 * accuracy(net, x, labels.to(x.device), perf=perf)
+            if heldout is not None and int(heldout[1].max()) < net.classifier.out_features:
+                out["heldout_accuracy"] = 100.0 * accuracy(net, heldout[0], heldout[1], perf=perf)
+        return out
+
+    def _summarise_fit(self, fits: list[dict[str, Any]]) -> dict[str, Any]:
+        """The mean of each fit number over runs, and whether the pre-training fitted its own training targets:
+        R² >= ``min_fit_r2`` (regression) or accuracy >= ``min_fit_accuracy`` (labels), in the mean over runs."""
+        keys = sorted({k for f in fits for k in f})
+        out: dict[str, Any] = {k: sum(f[k] for f in fits if k in f) / sum(1 for f in fits if k in f) for k in keys}
+        if "train_r2" in out:
+            out["fitted"] = out["train_r2"] >= self.config.min_fit_r2
+            out["what"] = f"train R² {out['train_r2']:.3f}, threshold {self.config.min_fit_r2}"
+        else:
+            out["fitted"] = out["train_accuracy"] >= self.config.min_fit_accuracy
+            out["what"] = f"train accuracy {out['train_accuracy']:.1f} %, threshold {self.config.min_fit_accuracy} %"
+        out["runs"] = fits
+        return out
+
+    def _pretrain(self, x: Tensor, y: Tensor, pre: tuple[PretrainRecipe, TrainRecipe], model: str,
+                  model_kwargs: dict[str, Any], perf: PerfConfig, run: int, *, stream: int = 0) -> nn.Module:
+        """A fresh network trained on ``(x, y)`` with ``recipe``; returns the un-compiled module. ``stream`` 0 is the
+        set (the seeds every earlier result used); controls pass their own."""
         cfg, dev = self.config, self.device
         kind, recipe = pre
-        x, y = synset.x.to(dev), synset.y.to(dev)
+        x, y = x.to(dev), y.to(dev)
         if kind.criterion == "hard":
-            out_dim = int(synset.meta.get("num_classes") or int(y.max()) + 1)
+            if y.dim() != 1:
+                raise ValueError(f"pretrain recipe 'hard' needs (N,) class labels, the set's y has shape "
+                                 f"{tuple(y.shape)}")
+            out_dim = int(max(int(y.max()) + 1, 1))
         else:
             if y.dim() != 2:
                 raise ValueError(f"pretrain recipe '{kind.criterion}' needs (N, D) float targets, the set's y has "
                                  f"shape {tuple(y.shape)}")
             out_dim, y = int(y.shape[1]), y.float()
+        extra = (stream,) if stream else ()
         family = ModelFamily(model, in_channels=int(x.shape[1]), num_classes=out_dim, image_size=tuple(x.shape[2:]),
-                             seed=derive_seed(self.seed, PRETRAIN_MODEL_STREAM), **model_kwargs)
+                             seed=derive_seed(self.seed, PRETRAIN_MODEL_STREAM, *extra), **model_kwargs)
         net = family.build(run, dev)
-        augment = build_augment(recipe.augment, synset.meta.get("dataset", ""))
-        generator = make_generator(derive_seed(self.seed, PRETRAIN_STREAM, run))
+        augment = build_augment(recipe.augment, self._dataset)
+        generator = make_generator(derive_seed(self.seed, PRETRAIN_STREAM, run, *extra))
         train_classifier(perf.prepare_model(net), x, y, recipe, augment=augment,
                          criterion=criterion_for(kind.criterion), generator=generator, perf=perf,
                          progress=f"pre-train {run + 1}/{cfg.num_runs}" if cfg.progress else False)
+        net._fit_data = (x, y)  # read by _fit, dropped with the network
+        net._fit_classes = kind.criterion != "regression"
         return net
+
+
+_CONTROL_WHAT = {
+    "no_pretraining": "the same network fine-tuned from its random initialisation, same fine-tuning seeds",
+    "random_subset": "as many random real source images (class-balanced, new draw per run) pre-trained with their "
+                     "source labels (DC recipe, the set's epochs), same fine-tuning seeds",
+    "random_teacher_targets": "the same random real source images with the teacher's representations as regression "
+                              "targets (KRR-ST's initialisation), same fine-tuning seeds",
+    "teacher_probe": "linear probe of the teacher's frozen features on the target (the ceiling)",
+}
+
+
+def _regression_fit(pred: Tensor, target: Tensor, split: str) -> dict[str, float]:
+    """MSE (elementwise mean, the training loss) and R² = 1 - MSE / Var(target) (per-dimension variance, pooled)."""
+    mse = float(F.mse_loss(pred.float(), target.float()))
+    var = float(((target.float() - target.float().mean(0)) ** 2).mean())
+    return {f"{split}_mse": mse, f"{split}_r2": 1.0 - mse / var if var > 0 else float("nan")}
+
+
+
+
+class _Reencode(nn.Module):
+    """Feeds a network trained on another encoding: ``net(to.encode(frm.decode(x)))`` (identity when equal)."""
+
+    def __init__(self, net: nn.Module, frm: Encoding, to: Encoding) -> None:
+        super().__init__()
+        self.net, self.frm, self.to_enc = net, frm, to
+        self.same = frm.to_meta() == to.to_meta()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x if self.same else self.to_enc.encode(self.frm.decode(x)))

@@ -45,7 +45,8 @@ class EvalData:
         test: the image test split as uint8 pixels (None for graph data or when not needed).
         train: the encoded real training split (None when not needed).
         graphs: for graph datasets, the whole dataset (train / val / test) the set was distilled from.
-        downstream: ``{name: (train, test)}`` uint8 splits of the transfer targets.
+        downstream: ``{label: (train, test)}`` uint8 splits of the transfer targets, keyed by
+            :meth:`DataSpec.label` (``cifar10``, ``cifar10[5,6,7,8,9]``).
     """
 
     spec: DataSpec | None = None
@@ -102,5 +103,5 @@ def load_eval_data(spec: DataSpec | None, needs: EvalNeeds, *, encoding: Encodin
             raise ValueError(f"downstream dataset {target.name!r}: downstream data are mean/std normalised with their "
                              f"own statistics; zca is not supported there")
         train, test = load_split(target, "train"), load_split(target, "test")
-        data.downstream[train.info.name] = (train, test)
+        data.downstream[target.label()] = (train, test)
     return data

@@ -3,7 +3,7 @@ loads it (:func:`load_data`), for images and graphs alike."""
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -29,6 +29,9 @@ class DataSpec:
         zca_eps: ZCA regularisation (0.1 in MTT).
         kwargs: loader-specific options (e.g. ``{image_size: [64, 64]}`` for folders, ``{split_seed: 1}`` for
             graphs).
+        classes: keep only these classes of an image dataset, relabelled 0..k-1 in the listed order (None = all).
+            Class-split protocols use it: e.g. CIFAR-10 classes 0-4 as an unlabelled transfer source and 5-9 as the
+            labelled target, so source and target never share a label.
     """
 
     name: str = "digits"
@@ -37,10 +40,23 @@ class DataSpec:
     zca: bool = False
     zca_eps: float = 0.1
     kwargs: dict[str, Any] = field(default_factory=dict)
+    classes: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.classes is not None:
+            if not self.classes or len(set(self.classes)) != len(self.classes) or any(
+                    not isinstance(c, int) or c < 0 for c in self.classes):
+                raise ValueError(f"dataset.classes must be a non-empty list of distinct class indices, got "
+                                 f"{self.classes}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "root": self.root, "download": self.download, "zca": self.zca,
-                "zca_eps": self.zca_eps, "kwargs": dict(self.kwargs)}
+                "zca_eps": self.zca_eps, "kwargs": dict(self.kwargs),
+                "classes": None if self.classes is None else list(self.classes)}
+
+    def label(self) -> str:
+        """A short name for tables and keys: ``cifar10`` or ``cifar10[5,6,7,8,9]``."""
+        return self.name + (f"[{','.join(map(str, self.classes))}]" if self.classes is not None else "")
 
 
 def is_graph_dataset(name: str) -> bool:
@@ -65,7 +81,24 @@ def load_split(spec: DataSpec, split: str) -> ImageData:
     """One split of an image dataset as uint8 pixels (unknown names list the registered datasets)."""
     loader = DATASETS.get(spec.name)
     check_kwargs(loader, spec.kwargs, spec.name)
-    return loader(root=spec.root, split=split, download=spec.download, **spec.kwargs)
+    data = loader(root=spec.root, split=split, download=spec.download, **spec.kwargs)
+    return data if spec.classes is None else select_classes(data, spec.classes, where=f"dataset '{spec.name}'")
+
+
+def select_classes(data: ImageData, classes: list[int], *, where: str = "dataset") -> ImageData:
+    """The images of ``classes`` only, relabelled ``classes[i] -> i`` (names follow). Shape: x (N', C, H, W)."""
+    k = data.info.num_classes
+    bad = [c for c in classes if not 0 <= c < k]
+    if bad:
+        raise ValueError(f"{where}: dataset.classes {bad} out of range; it has classes 0..{k - 1}")
+    lookup = torch.full((k,), -1, dtype=torch.long)
+    lookup[torch.tensor(classes)] = torch.arange(len(classes))
+    new_y = lookup[data.y]
+    keep = (new_y >= 0).nonzero().squeeze(1)
+    names = data.info.class_names
+    info = replace(data.info, num_classes=len(classes),
+                   class_names=tuple(names[c] for c in classes) if names else ())
+    return ImageData(data.x[keep], new_y[keep], info)
 
 
 def make_encoding(train: ImageData, *, zca: bool = False, zca_eps: float = 0.1,
@@ -96,6 +129,8 @@ def load_data(spec: DataSpec, device: torch.device | str = "cpu") -> tuple[Any, 
         from .graph import GRAPH_DATASETS, load_graph_dataset
 
         check_kwargs(GRAPH_DATASETS.get(spec.name), spec.kwargs, spec.name)
+        if spec.classes is not None:
+            raise ValueError(f"dataset.classes selects classes of image datasets; '{spec.name}' is a graph dataset")
         graphs = load_graph_dataset(spec.name, spec.root, download=spec.download, **spec.kwargs)
         graphs.spec = spec
         return graphs, graphs

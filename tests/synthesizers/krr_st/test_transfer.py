@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ddistill.data import DataSpec, EvalData, get_dataset, load_eval_data
+from ddistill.data import DataSpec, Encoding, EvalData, get_dataset, load_eval_data
 from ddistill.models import create_model
 from ddistill.utils.probe import LinearProbeConfig
 from ddistill.utils.train import TrainRecipe
@@ -71,14 +71,19 @@ def test_seeds_reproduce_and_no_pretraining_baseline(krr_set, downstream):
 
 
 def test_downstream_from_config_or_from_the_sets_source(krr_set):
-    ev = TransferEvaluator(_cfg(pretrain_epochs=1, finetune_iterations=5, downstream=[DataSpec(name="digits")]), seed=0)
-    data = load_eval_data(None, ev.needs(krr_set.meta))
+    ev = TransferEvaluator(_cfg(pretrain_epochs=1, finetune_iterations=5, downstream=[DataSpec(name="digits")],
+                                controls=[]), seed=0)
+    data = load_eval_data(None, ev.needs({}))
     assert ev.evaluate(krr_set, data).details["downstream"] == "digits"
-    # No evaluator.downstream: the source data block recorded in the set (CIFAR-100 -> CIFAR-100 in the paper).
+    # No evaluator.downstream: the source data block recorded in the set (CIFAR-100 -> CIFAR-100 in the paper; a
+    # label-free set never saw those labels). The source's splits are read too: its test split for the held-out fit,
+    # its training split for the random-subset control.
     ev = TransferEvaluator(_cfg(pretrain_epochs=1, finetune_iterations=5), seed=0)
     needs = ev.needs(krr_set.meta)
-    assert [t.name for t in needs.downstream] == ["digits"] and not needs.test
-    assert ev.evaluate(krr_set, load_eval_data(None, needs)).values
+    assert [t.name for t in needs.downstream] == ["digits"] and needs.test and needs.train
+    enc = Encoding.from_meta(krr_set.meta["encoding"], krr_set.tensors)
+    res = ev.evaluate(krr_set, load_eval_data(DataSpec(name="digits"), needs, encoding=enc))
+    assert res.values and res.details["label_leak"] is False and "random_subset" in res.details["controls"]
     bare = type(krr_set)(krr_set.tensors, {k: v for k, v in krr_set.meta.items() if k != "data"})
     with pytest.raises(ValueError, match="downstream"):
         ev.needs(bare.meta)
