@@ -1,4 +1,4 @@
-"""``ddistill`` command line: distill, evaluate, show, list.
+"""``ddistill`` command line: distill, evaluate, show, import, export, list.
 
 This module is the application layer: the one place in ``ddistill`` that imports the plugin packages
 ``synthesizers`` and ``evaluators`` (inside the commands, so ``import ddistill`` never loads them). Every other
@@ -7,7 +7,9 @@ This module is the application layer: the one place in ``ddistill`` that imports
     ddistill distill CONFIG [key=value ...] [--resume]
     ddistill evaluate SYNSET [key=value ...] [--evaluator NAME] [--pool cross]
     ddistill show SYNSET [--grid out.png]
-    ddistill list models|datasets|graph_datasets|gnns|synthesizers|evaluators|augmentations
+    ddistill import FORMAT PATH... --dataset NAME --out SYNSET [--zca] [--experiment K] [--lr X]
+    ddistill export SYNSET --format png|ddranking --out DIR [--overwrite]
+    ddistill list models|datasets|graph_datasets|gnns|synthesizers|evaluators|augmentations|importers|exporters
 
 :func:`distill` and :func:`evaluate` are the commands as functions (benchmarks and tests run exactly what users run).
 """
@@ -253,15 +255,41 @@ def cmd_show(args: argparse.Namespace) -> None:
         print(f"wrote {synset.save_grid(args.grid)}")
 
 
+def cmd_import(args: argparse.Namespace) -> None:
+    from .interop import InteropError, import_set
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise InteropError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+    synset = import_set(args.format, args.paths, dataset=args.dataset, root=args.root, zca=args.zca,
+                        zca_eps=args.zca_eps, experiment=args.experiment, lr=args.lr)
+    synset.save(out)
+    lr = f", lr {float(synset.tensors['lr']):.6g}" if "lr" in synset.tensors else ", no lr"
+    print(f"imported {len(synset)} images ({synset.meta['num_classes']} classes, ipc {synset.meta['ipc']}, "
+          f"{synset.meta['labels']} labels{lr}) from {args.format} into {out}")
+    for line in synset.meta["imported"]["assumed"]:
+        print(f"  assumed: {line}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .interop import export_set
+
+    report = export_set(args.synset, args.format, args.out, overwrite=args.overwrite)
+    print(f"wrote {report.out} ({len(report.files)} files, {args.format})")
+    for note in report.notes:
+        print(f"  note: {note}")
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     from .augment import AUGMENTS
     from .data import DATASETS
     from .data.graph import GRAPH_DATASETS
+    from .interop import EXPORTERS, IMPORTERS
     from .models import MODELS
     from .models.gnn import GNN_MODELS
 
     regs = {"models": MODELS, "datasets": DATASETS, "augmentations": AUGMENTS, "graph_datasets": GRAPH_DATASETS,
-            "gnns": GNN_MODELS}
+            "gnns": GNN_MODELS, "importers": IMPORTERS, "exporters": EXPORTERS}
     if args.kind in ("synthesizers", "evaluators"):
         from evaluators import EVALUATORS
         from synthesizers import SYNTHESIZERS
@@ -292,9 +320,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("synset")
     s.add_argument("--grid", default=None, help="PNG path for the image grid")
     s.set_defaults(func=cmd_show)
+    im = sub.add_parser("import", help="convert a set saved by other code (MTT, DC/DM/DataDAM, DD-Ranking, PNGs)")
+    im.add_argument("format", help="mtt, dc_res, ddranking or png (ddistill list importers)")
+    im.add_argument("paths", nargs="+", help="the folder or files to read")
+    im.add_argument("--dataset", required=True, help="the dataset the set was distilled from (its mean/std, ZCA)")
+    im.add_argument("--root", default=None, help="the dataset's folder (dataset.root)")
+    im.add_argument("--out", required=True, help="the synset.pt to write")
+    im.add_argument("--zca", action="store_true", help="the tensors are ZCA-whitened (ddistill fits the dataset's ZCA)")
+    im.add_argument("--zca-eps", type=float, default=0.1, help="ZCA regularisation (default 0.1)")
+    im.add_argument("--experiment", type=int, default=None, help="dc_res: which [images, labels] pair (default 0)")
+    im.add_argument("--lr", type=float, default=None, help="the learned learning rate (MTT and AST do not save it)")
+    im.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    im.set_defaults(func=cmd_import)
+    ex = sub.add_parser("export", help="write a synthetic set for other code (PNG ImageFolder, DD-Ranking tensors)")
+    ex.add_argument("synset", help="path of a synset.pt")
+    ex.add_argument("--format", required=True, help="png or ddranking (ddistill list exporters)")
+    ex.add_argument("--out", required=True, help="the folder to write")
+    ex.add_argument("--overwrite", action="store_true", help="replace a folder ddistill exported before")
+    ex.set_defaults(func=cmd_export)
     ls = sub.add_parser("list", help="list registered components")
     ls.add_argument("kind", choices=["models", "datasets", "graph_datasets", "gnns", "synthesizers", "evaluators",
-                                     "augmentations"])
+                                     "augmentations", "importers", "exporters"])
     ls.set_defaults(func=cmd_list)
     return p
 

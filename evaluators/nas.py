@@ -6,6 +6,17 @@ the correlation, on real training data. Both are scored on a validation split he
 training set (the test split is never used for selection). Reported: the Spearman rank correlation of
 proxy vs real validation accuracy, the test accuracy of the architecture the proxy selects when trained
 on real data (next to the best architecture by real validation accuracy), and the search time.
+
+Controls (``controls``), on the same architectures, validation split and budget:
+
+- ``real_repeat``: the real-data ranking computed a second time with other initialisations and data orders; the
+  Spearman correlation between the two real rankings is the ceiling for any proxy (a proxy cannot agree with a ground
+  truth better than the ground truth agrees with itself);
+- ``random_subset``: a random real subset with the proxy's per-class counts (drawn from the real training part, never
+  the validation split), trained with the proxy's recipe and the proxy's initialisations: the proxy a distilled set
+  must beat.
+
+The cost is reported beside them: seconds of the proxy search, of the real search, and their ratio.
 """
 from __future__ import annotations
 
@@ -31,6 +42,9 @@ from .base import EVALUATORS, EvalResult, Evaluator
 
 #: ``derive_seed`` streams: architecture sample, validation split, architecture init, proxy runs, real runs.
 SAMPLE_STREAM, SPLIT_STREAM, INIT_STREAM, PROXY_STREAM, REAL_STREAM = 31, 32, 33, 34, 35
+#: ... the random-subset control's draw, and the stream id of the second real ranking.
+SUBSET_STREAM, REPEAT = 36, 1
+CONTROLS = ("real_repeat", "random_subset")
 
 #: The DC NAS space (Zhao et al. 2021, Sec. 4.4): 720 ConvNets.
 SEARCH_SPACE: dict[str, list[Any]] = {
@@ -64,6 +78,7 @@ class NASConfig:
             augmentation: real data are plentiful).
         real_train_size: real training images used for the real runs (0 = all but validation).
         val_size: real training images held out for validation.
+        controls: ``real_repeat`` and/or ``random_subset`` (see the module docstring); [] = none.
         perf: speed settings.
         progress: progress bars (drawn only on a terminal).
     """
@@ -74,12 +89,16 @@ class NASConfig:
     real: TrainRecipe = field(default_factory=lambda: TrainRecipe(epochs=20, augment="none"))
     real_train_size: int = 0
     val_size: int = 5000
+    controls: list[str] = field(default_factory=lambda: list(CONTROLS))
     perf: PerfConfig = field(default_factory=PerfConfig)
     progress: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.proxy.lr, str) or isinstance(self.real.lr, str):
             raise ValueError("the NAS evaluator needs numeric proxy.lr and real.lr")
+        bad = [c for c in self.controls if c not in CONTROLS]
+        if bad:
+            raise ValueError(f"unknown control(s) {bad}; choose from {list(CONTROLS)}")
 
 
 @EVALUATORS.register("nas")
@@ -134,13 +153,27 @@ class NASEvaluator(Evaluator):
         archs = self.architectures()
         shape = dict(in_channels=x_proxy.shape[1], num_classes=real.num_classes, image_size=tuple(x_proxy.shape[2:]))
 
-        def fit(i: int, arch: dict[str, Any], x, y, recipe: TrainRecipe, aug, stream: int) -> torch.nn.Module:
-            with seeded_rng(derive_seed(self.seed, INIT_STREAM, i)):  # same init for proxy and real runs of arch i
+        def fit(i: int, arch: dict[str, Any], x, y, recipe: TrainRecipe, aug, stream: int,
+                repeat: tuple[int, ...] = ()) -> torch.nn.Module:
+            # Same init for proxy and real runs of arch i; ``repeat`` gives the second real ranking its own seeds.
+            with seeded_rng(derive_seed(self.seed, INIT_STREAM, i, *repeat)):
                 net = create_model("convnet", **shape, **arch).to(dev)
             net = perf.prepare_model(net)
             train_classifier(net, x, y, recipe, augment=aug,
-                             generator=make_generator(derive_seed(self.seed, stream, i)), perf=perf)
+                             generator=make_generator(derive_seed(self.seed, stream, i, *repeat)), perf=perf)
             return net
+
+        def real_run(i: int, arch: dict[str, Any], repeat: tuple[int, ...] = ()) -> dict[str, float]:
+            key = (id(real), len(real), id(test), i, repeat)
+            if key not in self._real_cache:
+                # The real-data ranking does not depend on the proxy: compute it once per evaluator and real set,
+                # so scoring several proxies with one evaluator trains each architecture on real data once.
+                t = time.perf_counter()
+                net = fit(i, arch, real.x[train_idx], real.y[train_idx], cfg.real, real_augment, REAL_STREAM, repeat)
+                self._real_cache[key] = {"val": 100.0 * accuracy(net, x_val, y_val, perf=perf),
+                                         "test": 100.0 * accuracy(net, x_test, y_test, perf=perf),
+                                         "seconds": time.perf_counter() - t}
+            return self._real_cache[key]
 
         proxy_acc, real_acc, proxy_seconds, real_seconds = [], [], 0.0, 0.0
         real_nets: dict[int, dict[str, Any]] = {}
@@ -149,23 +182,31 @@ class NASEvaluator(Evaluator):
             net = fit(i, arch, x_proxy, y_proxy, cfg.proxy, augment, PROXY_STREAM)
             proxy_acc.append(100.0 * accuracy(net, x_val, y_val, perf=perf))
             proxy_seconds += time.perf_counter() - t
-            key = (id(real), len(real), id(test), i)
-            if key not in self._real_cache:
-                # The real-data ranking does not depend on the proxy: compute it once per evaluator and real set,
-                # so scoring several proxies with one evaluator trains each architecture on real data once.
-                t = time.perf_counter()
-                net = fit(i, arch, real.x[train_idx], real.y[train_idx], cfg.real, real_augment, REAL_STREAM)
-                self._real_cache[key] = {"val": 100.0 * accuracy(net, x_val, y_val, perf=perf),
-                                         "test": 100.0 * accuracy(net, x_test, y_test, perf=perf),
-                                         "seconds": time.perf_counter() - t}
-            cached = self._real_cache[key]
+            cached = real_run(i, arch)
             real_acc.append(cached["val"])
             real_nets[i] = {"test": cached["test"]}
             real_seconds += cached["seconds"]
         chosen = int(np.argmax(proxy_acc))
         best = int(np.argmax(real_acc))
         rho = spearman(proxy_acc, real_acc)
-        return EvalResult("spearman", [rho], {
+        controls: dict[str, Any] = {}
+        if "real_repeat" in cfg.controls:
+            again = [real_run(i, arch, (REPEAT,)) for i, arch in enumerate(archs)]
+            controls["real_repeat"] = {
+                "mean": spearman([a["val"] for a in again], real_acc), "real_val_accuracy": [a["val"] for a in again],
+                "seconds": sum(a["seconds"] for a in again),
+                "what": "Spearman between two real-data rankings with different seeds: the ceiling for any proxy"}
+        if "random_subset" in cfg.controls:
+            controls["random_subset"] = self._random_subset(synset, real, train_idx, archs, fit, x_val, y_val,
+                                                            augment, perf, real_acc)
+        details: dict[str, Any] = {}
+        if controls:
+            details["controls"] = controls
+            details["gain_over_random_subset"] = rho - controls["random_subset"]["mean"] \
+                if "random_subset" in controls else None
+        details["cost"] = {"proxy_seconds": proxy_seconds, "real_seconds": real_seconds,
+                           "real_over_proxy": real_seconds / proxy_seconds if proxy_seconds > 0 else None}
+        return EvalResult("spearman", [rho], {**details,
             "num_architectures": len(archs), "architectures": archs, "proxy_val_accuracy": proxy_acc,
             "real_val_accuracy": real_acc, "real_test_accuracy": [real_nets[i]["test"] for i in range(len(archs))],
             "selected": archs[chosen], "selected_real_test_accuracy": real_nets[chosen]["test"],
@@ -175,3 +216,21 @@ class NASEvaluator(Evaluator):
             "val_size": int(val_idx.numel()), "proxy_epochs": cfg.proxy.epochs, "real_epochs": cfg.real.epochs,
             "seed": self.seed,
         })
+
+    def _random_subset(self, synset: SyntheticSet, real: RealData, train_idx: torch.Tensor, archs: list[dict[str, Any]],
+                       fit: Any, x_val: torch.Tensor, y_val: torch.Tensor, augment: Any, perf: PerfConfig,
+                       real_acc: list[float]) -> dict[str, Any]:
+        """The proxy a distilled set must beat: random real training images with the set's per-class counts (one
+        draw, from the training part only), each architecture trained with the proxy recipe and the proxy's init."""
+        y = synset.y if synset.y.dim() == 1 else synset.y.argmax(1)
+        counts = torch.bincount(y.cpu(), minlength=real.num_classes).tolist()
+        pool = real.subset(train_idx)
+        gen = make_generator(derive_seed(self.seed, SUBSET_STREAM))
+        idx = torch.cat([pool.sample_indices(c, n, gen, strict=True) for c, n in enumerate(counts) if n])
+        x, labels = pool.x[idx], pool.y[idx]
+        start = time.perf_counter()
+        acc = [100.0 * accuracy(fit(i, arch, x, labels, self.config.proxy, augment, PROXY_STREAM), x_val, y_val,
+                                perf=perf) for i, arch in enumerate(archs)]
+        return {"mean": spearman(acc, real_acc), "proxy_val_accuracy": acc, "seconds": time.perf_counter() - start,
+                "size": int(idx.numel()),
+                "what": "random real subset with the set's per-class counts, proxy recipe and inits"}

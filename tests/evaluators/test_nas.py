@@ -1,3 +1,4 @@
+import dataclasses
 import pytest
 from scipy.stats import spearmanr
 
@@ -36,6 +37,13 @@ def test_nas_on_digits(digits):
     assert res.metric == "spearman" and -1.0 <= res.values[0] <= 1.0
     assert d["num_architectures"] == 3 and d["val_size"] == 200 and d["real_train_size"] == len(real) - 200
     assert d["selected"] in d["architectures"] and d["proxy_search_seconds"] > 0
+    # Controls: the ceiling (two real rankings) and the random subset of the proxy's size; the cost beside them.
+    c = d["controls"]
+    assert -1.0 <= c["real_repeat"]["mean"] <= 1.0 and c["real_repeat"]["real_val_accuracy"] != d["real_val_accuracy"]
+    assert c["random_subset"]["size"] == len(proxy) and len(c["random_subset"]["proxy_val_accuracy"]) == 3
+    assert d["cost"]["real_over_proxy"] > 0
+    alone = NASEvaluator(dataclasses.replace(cfg, controls=[]), seed=0).evaluate(proxy, EvalData(test=test, train=real))
+    assert alone.values == res.values and "controls" not in alone.details
     with pytest.raises(ValueError, match="needs the real training split"):
         NASEvaluator(cfg).evaluate(proxy, test)
 
@@ -48,7 +56,7 @@ def test_nas_real_ranking_is_trained_once_per_evaluator(digits, monkeypatch):
     proxies = [rnd(rnd.Config(ipc=3), seed=s).fit(real) for s in (0, 1)]
     space = {"width": [8], "depth": [1, 2], "act": ["relu"], "norm": ["none"], "pool": ["avgpooling"]}
     cfg = NASConfig(space=space, num_architectures=2, proxy=TrainRecipe(epochs=2, augment="none"),
-                    real=TrainRecipe(epochs=1, augment="none"), val_size=200, perf=FAST)
+                    real=TrainRecipe(epochs=1, augment="none"), val_size=200, perf=FAST, controls=[])
     sizes = []
     train = nas.train_classifier
     monkeypatch.setattr(nas, "train_classifier", lambda net, x, *a, **k: sizes.append(len(x)) or train(net, x, *a, **k))
