@@ -5,18 +5,22 @@ Classes arrive in stages (e.g. CIFAR-10 in 5 stages of 2 classes). The memory of
 a synthetic set (or of a baseline set: ``random``, ``herding``). After every stage a network is trained
 *from scratch* on the memory of all classes seen so far and tested on the real test images of those
 classes; the curve of accuracy per stage is the result. Several class orders x networks give mean ± std.
+
+Control (``controls: [random_subset]``, the default): the same protocol with a random real memory of the set's
+per-class counts, drawn afresh for every (order, network) run, trained with the same networks, initialisations and
+data-order seeds (paired), so the gain of the distilled memory over random exemplars is measured per stage.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ddistill.augment import build_augment
-from ddistill.data import EvalData
+from ddistill.data import EvalData, EvalNeeds
 from ddistill.models import ModelFamily
 from ddistill.synset import SyntheticSet
 from ddistill.utils.perf import PerfConfig
@@ -28,6 +32,9 @@ from .base import EVALUATORS, EvalResult, Evaluator, resolve_model
 
 #: ``derive_seed`` streams: class orders, per-(order, model) network families, per-stage training order.
 ORDER_STREAM, FAMILY_STREAM, TRAIN_STREAM = 21, 22, 23
+#: ... the random-memory control's draws.
+SUBSET_STREAM = 24
+CONTROLS = ("random_subset",)
 
 
 def stage_splits(num_classes: int, stages: int, order: list[int]) -> list[list[int]]:
@@ -59,6 +66,7 @@ class ContinualConfig:
         models_per_order: fresh networks per order and stage.
         model, model_kwargs: network (None = the set's recorded evaluation net).
         train: the training recipe run from scratch after every stage (default: DC's, 1000 epochs, DSA).
+        controls: ``random_subset`` (see the module docstring); [] = none.
         perf: speed settings.
         progress: progress bars (drawn only on a terminal).
     """
@@ -69,10 +77,14 @@ class ContinualConfig:
     model: str | None = None
     model_kwargs: dict[str, Any] | None = None
     train: TrainRecipe = field(default_factory=TrainRecipe)
+    controls: list[str] = field(default_factory=lambda: list(CONTROLS))
     perf: PerfConfig = field(default_factory=PerfConfig)
     progress: bool = True
 
     def __post_init__(self) -> None:
+        bad = [c for c in self.controls if c not in CONTROLS]
+        if bad:
+            raise ValueError(f"unknown control(s) {bad}; choose from {list(CONTROLS)}")
         if self.num_orders < 1 or self.models_per_order < 1:
             raise ValueError(f"num_orders and models_per_order must be >= 1, got {self.num_orders} and "
                              f"{self.models_per_order}")
@@ -86,6 +98,10 @@ class ContinualEvaluator(Evaluator):
 
     Config = ContinualConfig
 
+    def needs(self, meta: Mapping[str, Any]) -> EvalNeeds:
+        """The test split, and the real training split for the random-memory control."""
+        return EvalNeeds(test=True, train="random_subset" in self.config.controls)
+
     def run(self, synset: SyntheticSet, data: EvalData) -> EvalResult:
         cfg = self.config
         meta = synset.meta
@@ -94,18 +110,59 @@ class ContinualEvaluator(Evaluator):
         x_mem, y_mem = synset.x.to(self.device), synset.y.to(self.device)
         if y_mem.dim() != 1:
             raise ValueError("the continual evaluator needs hard labels (y of shape (N,))")
+        real = None
+        if "random_subset" in cfg.controls:
+            try:
+                real = data.require("train", self.name)
+            except ValueError as err:
+                raise ValueError(f"{err} (the random_subset control reads it; set controls: [] to score the set "
+                                 f"without it)") from None
         model, model_kwargs = resolve_model(cfg.model, cfg.model_kwargs, meta)
-        perf = cfg.perf.resolve(self.device)
-        augment = build_augment(cfg.train.augment, meta.get("dataset", ""))
         orders = class_orders(k, cfg.num_orders, derive_seed(self.seed, ORDER_STREAM))
-        # curves[r][s]: accuracy (%) of run r (order x model) after stage s
+        curves, memory_sizes = self._curves(lambda o, m: (x_mem, y_mem), x_test, y_test, k, orders, model,
+                                            model_kwargs, meta.get("dataset", ""), "continual")
+        arr = np.array(curves)
+        details: dict[str, Any] = {
+            "stages": cfg.stages, "classes_per_stage": k // cfg.stages, "class_orders": orders,
+            "memory_size_per_stage": memory_sizes, "ipc": meta.get("ipc"),
+            "curve_mean": arr.mean(0).tolist(), "curve_std": arr.std(0).tolist(), "curves": curves,
+            "model": model, "model_kwargs": model_kwargs, "epochs": cfg.train.epochs, "seed": self.seed,
+        }
+        if real is not None:
+            counts = torch.bincount(y_mem.cpu(), minlength=k).tolist()
+
+            def random_memory(o: int, m: int) -> tuple[Tensor, Tensor]:
+                gen = make_generator(derive_seed(self.seed, SUBSET_STREAM, o, m))
+                idx = torch.cat([real.sample_indices(c, n, gen, strict=True) for c, n in enumerate(counts) if n])
+                return real.x[idx].to(self.device), real.y[idx].to(self.device)
+
+            rc, _ = self._curves(random_memory, x_test, y_test, k, orders, model, model_kwargs,
+                                 meta.get("dataset", ""), "continual (random memory)")
+            rarr = np.array(rc)
+            res = EvalResult("accuracy", rarr[:, -1].tolist())
+            details["controls"] = {"random_subset": {
+                **res.to_dict(), "curve_mean": rarr.mean(0).tolist(), "curve_std": rarr.std(0).tolist(),
+                "what": "random real memory with the set's per-class counts, new draw per run, same networks and "
+                        "seeds"}}
+            details["gain_over_random_subset_per_stage"] = (arr.mean(0) - rarr.mean(0)).tolist()
+        return EvalResult("accuracy", arr[:, -1].tolist(), details)
+
+    def _curves(self, memory: Callable[[int, int], tuple[Tensor, Tensor]], x_test: Tensor, y_test: Tensor, k: int,
+                orders: list[list[int]], model: str, model_kwargs: dict[str, Any], dataset: str,
+                desc: str) -> tuple[list[list[float]], list[int]]:
+        """``curves[r][s]``: accuracy (%) of run r (order x model) after stage s, trained on ``memory(o, m)``; and
+        the memory size per stage of the first run. Every memory uses the same networks and seeds (paired)."""
+        cfg = self.config
+        perf = cfg.perf.resolve(self.device)
+        augment = build_augment(cfg.train.augment, dataset)
         curves: list[list[float]] = []
         memory_sizes: list[int] = []
         total = cfg.num_orders * cfg.models_per_order * cfg.stages
-        bar = progress_bar(total=total, desc="continual", enabled=cfg.progress, leave=False)
+        bar = progress_bar(total=total, desc=desc, enabled=cfg.progress, leave=False)
         for o, order in enumerate(orders):
             splits = stage_splits(k, cfg.stages, order)
             for m in range(cfg.models_per_order):
+                x_mem, y_mem = memory(o, m)
                 family = ModelFamily(model, in_channels=x_mem.shape[1], num_classes=k,
                                      image_size=tuple(x_mem.shape[2:]), seed=derive_seed(self.seed, FAMILY_STREAM, o, m),
                                      **model_kwargs)
@@ -125,13 +182,7 @@ class ContinualEvaluator(Evaluator):
                     bar.update(1)
                 curves.append(curve)
         bar.close()
-        arr = np.array(curves)
-        return EvalResult("accuracy", arr[:, -1].tolist(), {
-            "stages": cfg.stages, "classes_per_stage": k // cfg.stages, "class_orders": orders,
-            "memory_size_per_stage": memory_sizes, "ipc": meta.get("ipc"),
-            "curve_mean": arr.mean(0).tolist(), "curve_std": arr.std(0).tolist(), "curves": curves,
-            "model": model, "model_kwargs": model_kwargs, "epochs": cfg.train.epochs, "seed": self.seed,
-        })
+        return curves, memory_sizes
 
 
 def _member(y: Tensor, classes: list[int]) -> Tensor:

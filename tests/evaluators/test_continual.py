@@ -1,5 +1,8 @@
+import dataclasses
+
 import pytest
 
+from ddistill.data import EvalData
 from ddistill.utils.train import TrainRecipe
 from evaluators import EVALUATORS
 from evaluators.continual import ContinualConfig, ContinualEvaluator, class_orders, stage_splits
@@ -28,7 +31,7 @@ def test_memory_accounting_and_curve_on_digits(digits):
     synset = rnd(rnd.Config(ipc=3), seed=0).fit(real)
     cfg = ContinualConfig(stages=5, num_orders=2, models_per_order=1, model="convnet",
                           model_kwargs={"depth": 2, "width": 16}, train=TrainRecipe(epochs=15, augment="none"), perf=FAST)
-    res = ContinualEvaluator(cfg, seed=0).evaluate(synset, test)
+    res = ContinualEvaluator(cfg, seed=0).evaluate(synset, EvalData(train=real, test=test))
     d = res.details
     # memory grows by 2 classes x 3 images per stage; the model is retrained from scratch each stage
     assert d["memory_size_per_stage"] == [6, 12, 18, 24, 30]
@@ -36,4 +39,12 @@ def test_memory_accounting_and_curve_on_digits(digits):
     assert len(res.values) == 2 and all(0.0 <= v <= 100.0 for v in res.values)
     # the first stage is a 2-way problem on its 2 classes: far above 50 % chance with 3 images per class
     assert d["curve_mean"][0] > 60.0
+    # The control: a random real memory of the same per-class counts, same networks and seeds, per stage.
+    c = d["controls"]["random_subset"]
+    assert len(c["values"]) == 2 and len(c["curve_mean"]) == 5 and c["curve_mean"][0] > 60.0
+    assert d["gain_over_random_subset_per_stage"][-1] == pytest.approx(d["curve_mean"][-1] - c["curve_mean"][-1])
+    alone = ContinualEvaluator(dataclasses.replace(cfg, controls=[]), seed=0).evaluate(synset, test)
+    assert alone.values == res.values and "controls" not in alone.details
+    with pytest.raises(ValueError, match="controls: \\[\\]"):
+        ContinualEvaluator(cfg, seed=0).evaluate(synset, test)
     assert "continual" in EVALUATORS.names()
