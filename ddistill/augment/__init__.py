@@ -1,5 +1,6 @@
 """Augmentations, registered in :data:`AUGMENTS`: differentiable siamese augmentation (``dsa``; Zhao & Bilen, ICML
-2021), random crop with padding plus flip (``pad_crop_flip``) and the identity (``none``).
+2021), random crop with padding plus flip (``pad_crop_flip``), DD-Ranking's batch mixing (``mixup``, ``cutmix``) and
+the identity (``none``). ZCA is part of the data's encoding (``dataset.zca``), not an augmentation.
 
 Every augmentation is an ``nn.Module`` called as ``aug(x, generator=g)`` with fresh per-sample parameters drawn from
 ``g``; DSA also takes sampled parameters (``aug(x, params)``) for siamese use.
@@ -13,12 +14,15 @@ from torch import nn
 from ddistill.augment import functional
 from ddistill.augment.crop_flip import RandomPadCropFlip, black_level
 from ddistill.augment.dsa import DIGIT_STRATEGY, DSA, FULL_STRATEGY, VALID_OPS, NoAugment, default_strategy
+from ddistill.augment.mix import CutMix, Mixup
 from ddistill.registry import Registry
 
 AUGMENTS = Registry("augmentation")
 AUGMENTS.register("dsa")(DSA)
 AUGMENTS.register("none")(NoAugment)
 AUGMENTS.register("pad_crop_flip")(RandomPadCropFlip)
+AUGMENTS.register("mixup")(Mixup)
+AUGMENTS.register("cutmix")(CutMix)
 
 
 def build_augment(spec: str | Mapping[str, Any] | None, dataset: str = "", strategy: str | None = None, *,
@@ -56,6 +60,8 @@ __all__ = [
     "DSA",
     "NoAugment",
     "RandomPadCropFlip",
+    "Mixup",
+    "CutMix",
     "black_level",
     "default_strategy",
     "FULL_STRATEGY",

@@ -79,6 +79,8 @@ class TrainRecipe:
         lr_decay: factor of the drop.
         rebuild_optimizer_at_decay: DC builds a new SGD at the drop, which discards momentum; False keeps it
             (``MultiStepLR``).
+        momentum_after_decay: the momentum of the optimiser rebuilt at the drop (AST's evaluation: 0.8); None = the
+            same ``momentum``.
         augment: augmentation of every training batch: ``"dsa"``, ``"none"``, ``"pad_crop_flip"``, or a mapping
             ``{name: dsa, strategy: ..., scale: 1.2, ...}`` with the augmentation's arguments (see
             :func:`ddistill.augment.build_augment`). DSA's strategy defaults to the dataset's.
@@ -95,6 +97,7 @@ class TrainRecipe:
     lr_decay_at: int | str = "half"
     lr_decay: float = 0.1
     rebuild_optimizer_at_decay: bool = True
+    momentum_after_decay: float | None = None
     augment: str | dict[str, Any] = "dsa"
 
     def __post_init__(self) -> None:
@@ -127,14 +130,17 @@ class TrainRecipe:
                 pass
         raise ValueError(f"lr_decay_at must be an epoch index, 'half', 'half+N' or 'never', not {at!r}")
 
-    def make_optimizer(self, params: Any, lr: float | None = None) -> torch.optim.Optimizer:
-        """The recipe's optimiser over ``params`` at ``lr`` (default: the recipe's)."""
+    def make_optimizer(self, params: Any, lr: float | None = None, *, momentum: float | None = None
+                       ) -> torch.optim.Optimizer:
+        """The recipe's optimiser over ``params`` at ``lr`` (default: the recipe's) and ``momentum`` (SGD; default:
+        the recipe's)."""
         rate = float(self.lr if lr is None else lr)
         if self.optimizer == "adam":
             return torch.optim.Adam(params, lr=rate, weight_decay=self.weight_decay)
         if self.optimizer == "adamw":
             return torch.optim.AdamW(params, lr=rate, weight_decay=self.weight_decay)
-        return torch.optim.SGD(params, lr=rate, momentum=self.momentum, weight_decay=self.weight_decay)
+        return torch.optim.SGD(params, lr=rate, momentum=self.momentum if momentum is None else momentum,
+                               weight_decay=self.weight_decay)
 
     def with_lr(self, lr: float) -> "TrainRecipe":
         """A copy with a numeric learning rate (e.g. the set's learned one)."""
@@ -186,8 +192,8 @@ def train_classifier(
     n = x.shape[0]
     lr = float(recipe.lr)
 
-    def new_optimizer(rate: float) -> torch.optim.Optimizer:
-        return recipe.make_optimizer(model.parameters(), rate)
+    def new_optimizer(rate: float, momentum: float | None = None) -> torch.optim.Optimizer:
+        return recipe.make_optimizer(model.parameters(), rate, momentum=momentum)
 
     def batch_loss(xb: Tensor, yb: Tensor, epoch: int) -> Tensor:
         if loss_fn is not None:
@@ -219,7 +225,7 @@ def train_classifier(
         if decay_at is not None and epoch == decay_at and decay_at >= 0:
             lr *= recipe.lr_decay
             if recipe.rebuild_optimizer_at_decay:
-                opt = new_optimizer(lr)
+                opt = new_optimizer(lr, recipe.momentum_after_decay)
             else:
                 for group in opt.param_groups:
                     group["lr"] = lr

@@ -159,6 +159,11 @@ EVAL_CASES: dict[str, EvalCase] = {
     "transfer": EvalCase({"num_runs": 1, "pretrain_recipe": {"epochs": 5, "batch_size": 32},
                           "finetune": {"iterations": 60, "batch_size": 64}, "perf": FAST, "progress": False, **_NET},
                          _random_set, chance=10.0),
+    "dd_ranking": EvalCase({"classifier": {"num_models": 2, "train": {"epochs": 10, "augment": "none", "lr_decay_at": 5},
+                                           "test_every": 5,
+                                           "lr_search": {"grid": [0.01, 0.05], "val_size": 100},
+                                           "whole_set": {"epochs": 2, "augment": "none"}, "perf": FAST,
+                                           "progress": False, **_NET}}, _random_set),
     "graph": EvalCase({"num_runs": 2, "train": {"epochs": 15, "batch_size": 4}, "threads": 1, "progress": False},
                       _mirage_set, chance=50.0, requires=("torch_geometric",)),
 }

@@ -7,7 +7,7 @@ from ddistill.classifier_file import load_classifier, save_classifier, train_rea
 from ddistill.data import EvalData
 from ddistill.utils.soft_labels import SoftLabelConfig
 from ddistill.utils.train import TrainRecipe
-from evaluators.classifier import LRSearchConfig
+from evaluators.classifier import PRESETS, LRSearchConfig
 from evaluators import EVALUATORS, ClassifierConfig, ClassifierEvaluator, EvalResult
 from synthesizers import SYNTHESIZERS
 
@@ -143,3 +143,27 @@ def test_whole_dataset_upper_bound(digits):
 
 def test_registry():
     assert "classifier" in EVALUATORS.names()
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_runs_and_is_recorded(preset, digits):
+    # Generated from the preset table: each published recipe builds, runs (on a tiny budget) and names itself.
+    real, test = digits
+    synset = _random_set(real, ipc=2)
+    synset.tensors["lr"] = torch.tensor(0.02)  # trajectory-matching presets read the learned rate
+    full = ClassifierEvaluator.config_from_preset(preset)
+    short = {"epochs": 4, "lr_decay_at": 2} if full.train.schedule == "step" else {"epochs": 4}
+    overrides = {"model": "mlp", "model_kwargs": {}, "num_models": 1, "train": short, "perf": FAST,
+                 "progress": False, "teacher_train": {"epochs": 2}}
+    if full.lr_search is not None:
+        overrides["lr_search"] = {"grid": [0.01, 0.05], "val_size": 100}
+    if full.test_every:
+        overrides["test_every"] = 2
+    cfg = ClassifierEvaluator.config_from_preset(preset, **overrides)
+    assert cfg.preset == preset and cfg.controls == ["random_subset"]
+    res = ClassifierEvaluator(cfg).evaluate(synset, EvalData(train=real, test=test))
+    assert res.values and "random_subset" in res.details["controls"]
+    for mode in cfg.reported_as:
+        assert mode in res.details["reported_as"]
+    if full.train.lr == "learned":
+        assert res.details["lr"] == pytest.approx(0.02)

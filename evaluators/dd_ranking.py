@@ -1,0 +1,164 @@
+"""DD-Ranking's scores of a distilled image set (Li et al. 2025; ``ddranking`` v0.2.0): the label-robust score (LRS)
+and the augmentation-robust score (ARS), computed as DD-Ranking defines them (:mod:`ddistill.utils.robust_scores`)
+from trainings run by the classifier evaluator under DD-Ranking's protocol (preset ``dd_ranking``).
+
+Per run ``i`` (one network per training kind, the random subset drawn afresh per run):
+
+- LRS: ``acc_real_hard`` (one network on the whole real training split), ``acc_syn_hard`` (the set, hard labels),
+  ``acc_syn_any`` / ``acc_rdm_any`` (the set / a random real subset of the same per-class size under the set's label
+  protocol: hard labels, or a teacher's soft labels with ``label_type: soft``);
+- ARS: the set and the random subset under that label protocol, with the configured augmentation and without any.
+
+Two accuracy readings, both stored and labelled: ``final`` (the honest one: each network's accuracy after its last
+epoch; the headline) and ``max_over_epochs`` (each network's best test checkpoint, what ``ddranking`` computes). Our
+deviations from ``ddranking`` v0.2.0, stated in every result: the learning rate is selected on a validation split of
+the real training data, never on the test split; seeds are explicit (``ddranking`` seeds from the wall clock); the
+scores use accuracies as fractions (``units: fraction``, bounded in [0, 1] as its README says) unless
+``units: percent`` (its code's numbers).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ddistill.data import EvalData, EvalNeeds
+from ddistill.synset import SyntheticSet
+from ddistill.utils.robust_scores import UNITS, augmentation_robust_score, label_robust_score
+from ddistill.utils.soft_labels import SoftLabelConfig
+
+from .base import EVALUATORS, EvalResult, Evaluator
+from .classifier import PRESETS, ClassifierConfig, ClassifierEvaluator
+
+SCORES = ("lrs", "ars")
+LABEL_TYPES = ("hard", "soft")
+
+
+def _dd_ranking_classifier() -> ClassifierConfig:
+    return ClassifierEvaluator.config_from_preset("dd_ranking")
+
+
+@dataclass
+class DDRankingConfig:
+    """Args:
+        classifier: the protocol of every training (default: the classifier's ``dd_ranking`` preset); its
+            ``num_models`` is DD-Ranking's ``num_eval``; its ``soft_labels`` and ``controls`` are set here.
+        label_type: ``hard`` (LRS-hard: the set's own hard labels) or ``soft`` (LRS-soft: ``soft_labels``).
+        soft_labels: the soft-label protocol of ``label_type: soft`` (default: DATM's, sce at T = 1, one per image).
+        scores: ``lrs`` and/or ``ars``.
+        lrs_lambda, ars_lambda: DD-Ranking's weights (0.5).
+        units: ``fraction`` (the definition) or ``percent`` (``ddranking``'s code).
+    """
+
+    classifier: ClassifierConfig = field(default_factory=_dd_ranking_classifier)
+    label_type: str = "hard"
+    soft_labels: SoftLabelConfig = field(default_factory=lambda: SoftLabelConfig(**PRESETS["dd_ranking_soft"][
+        "soft_labels"]))
+    scores: list[str] = field(default_factory=lambda: list(SCORES))
+    lrs_lambda: float = 0.5
+    ars_lambda: float = 0.5
+    units: str = "fraction"
+
+    def __post_init__(self) -> None:
+        if self.label_type not in LABEL_TYPES:
+            raise ValueError(f"unknown label_type '{self.label_type}'; choose from {list(LABEL_TYPES)}")
+        bad = [s for s in self.scores if s not in SCORES]
+        if bad or not self.scores:
+            raise ValueError(f"scores must be a non-empty subset of {list(SCORES)}, got {self.scores}")
+        if self.units not in UNITS:
+            raise ValueError(f"unknown units '{self.units}'; choose from {list(UNITS)}")
+
+
+@EVALUATORS.register("dd_ranking")
+class DDRankingEvaluator(Evaluator):
+    """LRS (headline, per run) and ARS of a set, with every accuracy they are made of."""
+
+    Config = DDRankingConfig
+
+    def needs(self, meta: Mapping[str, Any]) -> EvalNeeds:
+        return EvalNeeds(test=True, train=True)
+
+    def _classifier(self, **changes: Any) -> ClassifierEvaluator:
+        cfg = self.config.classifier
+        reported = list(cfg.reported_as)
+        if cfg.test_every and "max_over_epochs" not in reported:
+            reported.append("max_over_epochs")
+        return ClassifierEvaluator(dataclasses.replace(cfg, reported_as=reported, **changes), device=self.device,
+                                   seed=self.seed)
+
+    def run(self, synset: SyntheticSet, data: EvalData) -> EvalResult:
+        cfg = self.config
+        soft = cfg.soft_labels if cfg.label_type == "soft" else None
+        runs: dict[str, EvalResult] = {}
+        # The set and the random subset with hard labels, and the whole real training split (acc_real_hard).
+        runs["hard"] = self._classifier(soft_labels=None, controls=["random_subset", "whole_set"]).evaluate(synset, data)
+        runs["any"] = runs["hard"] if soft is None else self._classifier(
+            soft_labels=soft, controls=["random_subset"]).evaluate(synset, data)
+        if "ars" in cfg.scores:
+            no_aug = dataclasses.replace(cfg.classifier.train, augment="none")
+            runs["no_aug"] = self._classifier(soft_labels=soft, controls=["random_subset"], train=no_aug).evaluate(
+                synset, data)
+
+        readings: dict[str, dict[str, Any]] = {}
+        for reading in ("final", "max_over_epochs"):
+            acc = {name: _accuracies(r, reading) for name, r in runs.items()}
+            if any(a is None for a in acc.values()):
+                continue
+            real_hard = _accuracies(_control(runs["hard"], "whole_set"), reading)
+            out: dict[str, Any] = {}
+            if "lrs" in cfg.scores:
+                out["lrs"] = label_robust_score(real_hard, acc["hard"]["set"], acc["any"]["set"],
+                                                acc["any"]["random_subset"], lam=cfg.lrs_lambda, units=cfg.units)
+            if "ars" in cfg.scores:
+                out["ars"] = augmentation_robust_score(acc["any"]["set"], acc["any"]["random_subset"],
+                                                       acc["no_aug"]["set"], acc["no_aug"]["random_subset"],
+                                                       lam=cfg.ars_lambda, units=cfg.units)
+            out["accuracies"] = {name: a for name, a in acc.items()}
+            out["accuracies"]["real_hard"] = real_hard
+            readings[reading] = out
+
+        final = readings["final"]
+        metric, values = ("label_robust_score", final["lrs"]["label_robust_score"]) if "lrs" in cfg.scores else \
+            ("augmentation_robust_score", final["ars"]["augmentation_robust_score"])
+        details: dict[str, Any] = {
+            "label_type": cfg.label_type, "units": cfg.units, "lrs_lambda": cfg.lrs_lambda,
+            "ars_lambda": cfg.ars_lambda, "num_eval": cfg.classifier.num_models, "readings": readings,
+            "trainings": {name: r.to_dict() for name, r in runs.items()},
+            "controls": {"random_subset": _control(runs["any"], "random_subset"),
+                         "whole_set": _control(runs["hard"], "whole_set")},
+            "deviations_from_ddranking": [
+                "learning rate selected on a validation split of the real training data (ddranking: on the test "
+                "split)", "explicit seeds (ddranking: wall-clock seeds)",
+                f"scores from accuracies as {cfg.units}s" + (" (ddranking's code: percentages)"
+                                                            if cfg.units == "fraction" else ""),
+                "headline reading: final accuracies (ddranking: max over test checkpoints, under 'readings')"],
+        }
+        if "lrs" in cfg.scores and "ars" in cfg.scores:
+            details["augmentation_robust_score"] = final["ars"]["augmentation_robust_score_mean"]
+        return EvalResult(metric, list(values), details)
+
+
+def _control(result: EvalResult, name: str) -> dict[str, Any]:
+    return result.details["controls"][name]
+
+
+def _accuracies(result: EvalResult | Mapping[str, Any], reading: str) -> Any:
+    """``{"set": [...], "random_subset": [...]}`` of a classifier result, or the whole-set mean for a control
+    entry; None when the reading was not recorded."""
+    if isinstance(result, EvalResult):
+        sets = _reading(result.values, result.details, reading)
+        rdm = _reading(result.details["controls"]["random_subset"]["values"],
+                       result.details["controls"]["random_subset"], reading) \
+            if "random_subset" in result.details.get("controls", {}) else None
+        if sets is None:
+            return None
+        return {"set": sets, "random_subset": rdm}
+    values = _reading(result["values"], result, reading)
+    return None if values is None else sum(values) / len(values)
+
+
+def _reading(finals: list[float], details: Mapping[str, Any], reading: str) -> list[float] | None:
+    if reading == "final":
+        return list(finals)
+    rep = details.get("reported_as", {}).get("max_over_epochs")
+    return None if rep is None else list(rep["values"])
