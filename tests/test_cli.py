@@ -121,3 +121,14 @@ def test_output_to_a_file_holds_no_control_codes_or_cuda_warning(tmp_path):
     both = proc.stdout + proc.stderr
     assert "\r" not in both and "\x1b[" not in both and "CUDA_HOME" not in both, both
     assert "final: accuracy" in proc.stdout
+
+
+def test_max_over_distillation_is_labelled_beside_the_final_score(tmp_path, capsys):
+    overrides = [o for o in FAST_OVERRIDES if not o.startswith("synthesizer.iterations")]
+    assert main(["distill", str(_config(tmp_path)), *overrides, "synthesizer.iterations=4", "eval_every=2",
+                 "evaluator.controls=[]"]) == 0
+    results = json.loads((tmp_path / "runs" / "cli" / "results.json").read_text())
+    best = results["reported_as"]["max_over_distillation"]
+    means = [p["mean"] for p in results["curve"]] + [results["evaluation"]["mean"]]
+    assert best["mean"] == max(means) and "test split" in best["what"]
+    assert "reported as max_over_distillation (not the honest score)" in capsys.readouterr().out

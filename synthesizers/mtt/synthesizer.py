@@ -257,16 +257,36 @@ _TABLE: dict[str, dict[str, Any]] = {
                                lr_lr=1e-4, lr_teacher=0.01, batch_syn=200),
 }
 
-#: The student-side AST switches as its README/distill.sh commands use them (--pix_init avg --weight_perturb
-#: --agg_middle_loss --balance_loss, inner momentum 0.9 by default).
+#: AST's student-side switches on top of MTT's per-setting values (``<setting>_ast``): representative init
+#: (``--pix_init avg``, used by its CIFAR-100 commands), weight perturbation, intermediate matching, balanced inner
+#: loss, inner momentum 0.9 (its default). These presets keep MTT's learning rates; the ``<setting>_ast_official``
+#: presets below use AST's own commands instead.
 AST_SWITCHES: dict[str, Any] = dict(init="representative", inner_momentum=0.9, balanced_inner_loss=True,
                                     intermediate_matching=1.0, weight_perturbation=1.0)
+
+#: AST's own commands (shenjiyuan123/AST-Alignment-with-Smooth-Expert ``distill.sh`` at 8030869; CIFAR-10 exists
+#: only at IPC 10): no representative init for CIFAR-10 (``pix_init`` defaults to real), the normaliser of Eq. 2
+#: measured from the perturbed start (its code overwrites the start with the perturbed parameters), student rate
+#: initialised at 0.01; ``lr_img 100, lr_lr 1e-6`` (line 16, the smoothed-expert buffer; line 18 uses 1000 / 1e-5).
+#: CIFAR-100 (lines 11 and 14): representative init, no ``--balance_loss``.
+_AST_OFFICIAL: dict[str, dict[str, Any]] = {
+    "cifar10_ipc10": dict(ipc=10, syn_steps=30, expert_epochs=2, max_start_epoch=20, lr_images=100.0, lr_lr=1e-6,
+                          lr_teacher=0.01, batch_syn=None, init="real"),
+    "cifar100_ipc1": dict(ipc=1, syn_steps=40, expert_epochs=3, max_start_epoch=15, lr_images=100.0, lr_lr=1e-5,
+                          lr_teacher=0.01, batch_syn=None, init="representative", balanced_inner_loss=False),
+    "cifar100_ipc10": dict(ipc=10, syn_steps=20, expert_epochs=2, max_start_epoch=30, lr_images=1000.0, lr_lr=1e-5,
+                           lr_teacher=0.01, batch_syn=128, init="representative", balanced_inner_loss=False),
+}
 
 PRESETS: dict[str, dict[str, Any]] = {}
 for _name, _values in _TABLE.items():
     PRESETS[_name] = {"preset": _name, "iterations": 5000, "init": "real", "momentum": 0.5, "lr_momentum": 0.5,
                       **_values}
     PRESETS[f"{_name}_ast"] = {**PRESETS[_name], "preset": f"{_name}_ast", **AST_SWITCHES}
+for _name, _values in _AST_OFFICIAL.items():
+    PRESETS[f"{_name}_ast_official"] = {"preset": f"{_name}_ast_official", "iterations": 5000, "momentum": 0.5,
+                                        "lr_momentum": 0.5, **AST_SWITCHES, "distance_from": "student_start",
+                                        **_values}
 
 
 # ---------------------------------------------------------------------------------------------------------------

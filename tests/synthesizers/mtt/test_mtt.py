@@ -147,6 +147,14 @@ def test_presets_cover_the_table_and_parse():
     c = TrajectoryMatching.config_from_preset("cifar100_ipc50")
     assert (c.syn_steps, c.expert_epochs, c.max_start_epoch, c.lr_images, c.batch_syn) == (80, 2, 40, 1000.0, 125)
     assert PRESETS["cifar10_ipc1"]["lr_lr"] == 1e-7
+    # AST's own CIFAR-10 IPC 10 command: MTT-different rates, real init, perturbed-start normaliser, balanced loss.
+    a = TrajectoryMatching.config_from_preset("cifar10_ipc10_ast_official", experts="x")
+    assert (a.syn_steps, a.expert_epochs, a.max_start_epoch, a.lr_images, a.lr_lr, a.lr_teacher) == \
+        (30, 2, 20, 100.0, 1e-6, 0.01)
+    assert a.init == "real" and a.distance_from == "student_start" and a.balanced_inner_loss
+    assert a.weight_perturbation == 1.0 and a.intermediate_matching == 1.0 and a.inner_momentum == 0.9
+    b = TrajectoryMatching.config_from_preset("cifar100_ipc10_ast_official", experts="x")
+    assert b.init == "representative" and not b.balanced_inner_loss and b.batch_syn == 128
     with pytest.raises(ValueError, match="distance_from"):
         MTTConfig(distance_from="start")
     with pytest.raises(KeyError, match="cifar10_ipc10"):
