@@ -90,6 +90,10 @@ class ClassifierConfig:
         reported_as: the papers' reporting habits to compute beside the honest mean (``max_over_epochs``,
             ``best_model``).
         test_batch_size: batch size for testing.
+        batched: train the K networks in one vectorised pass (:mod:`ddistill.utils.batched_train`): the same
+            initialisations, batches and augmentations as the sequential loop, equal up to floating-point order;
+            networks with batch norm, soft-label teachers and ``iterations`` recipes fall back to the loop (the
+            reason is recorded in ``details["batched"]``). See ``benchmarks/results/batched_eval.md``.
         perf: speed settings (channels_last / bf16 autocast / compile / threads); None fields = auto.
         progress: progress bars (drawn only on a terminal).
         preset: the preset this config was built from (recorded; see :data:`PRESETS`).
@@ -107,6 +111,7 @@ class ClassifierConfig:
     test_every: int = 0
     reported_as: list[str] = field(default_factory=list)
     test_batch_size: int = 1024
+    batched: bool = False
     perf: PerfConfig = field(default_factory=PerfConfig)
     progress: bool = True
     preset: str | None = None
@@ -370,7 +375,12 @@ class ClassifierEvaluator(Evaluator):
         models = models or cfg.num_models
         values, seconds, curves = [], [], []
         family = None
-        for i in progress_bar(range(models), desc=f"evaluate {model}", enabled=cfg.progress, leave=False):
+        batched = self._run_batched(trial, trial_for_model, x_test, y_test, num_classes, recipe, augment, models,
+                                    model, model_kwargs, stream) if cfg.batched else None
+        if isinstance(batched, tuple):
+            values, seconds, curves, x = batched
+        for i in progress_bar(range(models) if not isinstance(batched, tuple) else (), desc=f"evaluate {model}",
+                              enabled=cfg.progress, leave=False):
             t = trial if trial_for_model is None else trial_for_model(i)
             x, y = t.x.to(dev), t.y.to(dev)
             if family is None:
@@ -402,6 +412,8 @@ class ClassifierEvaluator(Evaluator):
             "augment": recipe.augment, "train_size": int(x.shape[0]), "train_seconds": seconds, "seed": self.seed,
             "perf": {"channels_last": perf.channels_last, "bf16": perf.bf16, "compile": perf.compile},
         }
+        if cfg.batched:
+            details["batched"] = True if isinstance(batched, tuple) else f"sequential: {batched}"
         if cfg.soft_labels is not None:
             details["soft_labels"] = {"criterion": cfg.soft_labels.criterion, "mode": cfg.soft_labels.mode,
                                       "temperature": cfg.soft_labels.temperature}
@@ -410,6 +422,42 @@ class ClassifierEvaluator(Evaluator):
         if cfg.reported_as:
             details["reported_as"] = _reported_as(cfg.reported_as, values, curves)
         return EvalResult("accuracy", values, details)
+
+    def _run_batched(self, trial: _Trial | None, trial_for_model: Callable[[int], _Trial] | None, x_test: Tensor,
+                     y_test: Tensor, num_classes: int, recipe: TrainRecipe, augment: nn.Module, models: int,
+                     model: str, model_kwargs: dict[str, Any], stream: int) -> tuple | str:
+        """The K networks of :meth:`_run` trained in one vectorised pass (same initialisations, batches and
+        augmentations); returns ``(values, seconds, curves, x)``, or the reason the sequential loop must be used."""
+        from ddistill.utils.batched_train import batchable, train_classifiers_batched
+
+        cfg, dev = self.config, self.device
+        trials = [trial if trial_for_model is None else trial_for_model(i) for i in range(models)]
+        if any(t.loss_fn is not None for t in trials):
+            return "soft-label teachers label every batch"
+        x0 = trials[0].x
+        extra = (stream,) if stream else ()
+        family = ModelFamily(model, in_channels=x0.shape[1], num_classes=num_classes, image_size=tuple(x0.shape[2:]),
+                             seed=derive_seed(self.seed, MODEL_STREAM, *extra), **model_kwargs)
+        nets = [family.build(i, dev) for i in range(models)]
+        reason = batchable(nets[0], recipe)
+        if reason:
+            return reason
+        gens = [make_generator(derive_seed(self.seed, TRAIN_STREAM, i, *extra)) for i in range(models)]
+        curves: list[list[tuple[int, float]]] = [[] for _ in range(models)]
+
+        def checkpoint(epoch: int, losses: list[float]) -> None:
+            if cfg.test_every and (epoch + 1) % cfg.test_every == 0:
+                for net, curve in zip(nets, curves):
+                    curve.append((epoch + 1, 100.0 * accuracy(net, x_test, y_test, batch_size=cfg.test_batch_size)))
+
+        start = time.perf_counter()
+        train_classifiers_batched(nets, [t.x.to(dev) for t in trials], [t.y.to(dev) for t in trials], recipe,
+                                  generators=gens, augment=augment, criterion=criterion_for(trials[0].labels),
+                                  on_epoch_end=checkpoint if cfg.test_every else None,
+                                  progress=f"{models} models (batched)" if cfg.progress else False)
+        per_model = (time.perf_counter() - start) / models
+        values = [100.0 * accuracy(net, x_test, y_test, batch_size=cfg.test_batch_size) for net in nets]
+        return values, [per_model] * models, curves, x0
 
 
 def _reported_as(modes: list[str], finals: list[float], curves: list[list[tuple[int, float]]]) -> dict[str, Any]:

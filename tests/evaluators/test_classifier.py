@@ -167,3 +167,23 @@ def test_every_preset_runs_and_is_recorded(preset, digits):
         assert mode in res.details["reported_as"]
     if full.train.lr == "learned":
         assert res.details["lr"] == pytest.approx(0.02)
+
+
+def test_batched_training_matches_the_sequential_loop(digits):
+    real, test = digits
+    synset = _random_set(real, ipc=5)
+    cfg = ClassifierConfig(model="convnet", model_kwargs={"depth": 2, "width": 16}, num_models=2,
+                           train=TrainRecipe(epochs=15, batch_size=32), test_every=5, perf=FAST)
+    data = EvalData(train=real, test=test)
+    seq = ClassifierEvaluator(cfg, seed=0).evaluate(synset, data)
+    bat = ClassifierEvaluator(dataclasses.replace(cfg, batched=True), seed=0).evaluate(synset, data)
+    assert bat.details["batched"] is True
+    # Same initialisations, batches and augmentations: equal up to floating-point order.
+    assert bat.values == pytest.approx(seq.values, abs=0.5)
+    assert bat.details["controls"]["random_subset"]["values"] == pytest.approx(
+        seq.details["controls"]["random_subset"]["values"], abs=0.5)
+    assert [e for e, _ in bat.details["test_curves"][0]] == [5, 10, 15]
+    # Batch norm cannot be vmapped in training mode: the sequential loop runs, and says why.
+    bn = dataclasses.replace(cfg, batched=True, model_kwargs={"depth": 2, "width": 16, "norm": "batchnorm"},
+                             controls=[], test_every=0, train=TrainRecipe(epochs=1))
+    assert "batch normalisation" in ClassifierEvaluator(bn).evaluate(synset, test).details["batched"]
