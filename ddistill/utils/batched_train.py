@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .progress import progress_bar
-from .train import TrainRecipe, cosine_lr
+from .train import TrainRecipe, cosine_lr, step_decay
 
 __all__ = ["batchable", "train_classifiers_batched"]
 
@@ -108,13 +108,7 @@ def train_classifiers_batched(
     step = 0
     for epoch in progress_bar(range(recipe.epochs), enabled=progress or False, leave=False,
                               desc=progress if isinstance(progress, str) else "train (batched)"):
-        if decay_at is not None and epoch == decay_at and decay_at >= 0:
-            lr *= recipe.lr_decay
-            if recipe.rebuild_optimizer_at_decay:
-                opt = new_optimizer(lr, recipe.momentum_after_decay)
-            else:
-                for group in opt.param_groups:
-                    group["lr"] = lr
+        lr, opt = step_decay(recipe, epoch, decay_at, lr, opt, new_optimizer)
         # Each network draws its permutation from its own generator, as the sequential loop does at this point.
         orders = [torch.randperm(n, generator=g).to(device) for g in generators]
         totals = [0.0] * k

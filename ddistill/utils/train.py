@@ -20,8 +20,8 @@ from torch import Tensor, nn
 from .perf import PerfConfig
 from .progress import progress_bar
 
-__all__ = ["LR_SCHEDULES", "OPTIMIZERS", "TrainRecipe", "accuracy", "cosine_lr", "criterion_for", "predict", "soft_cross_entropy",
-           "train_classifier"]
+__all__ = ["LR_SCHEDULES", "OPTIMIZERS", "TrainRecipe", "accuracy", "cosine_lr", "criterion_for", "predict",
+           "soft_cross_entropy", "step_decay", "train_classifier"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 #: ``batch_loss(model, xb, yb, epoch) -> loss`` on the *unaugmented* batch: owns augmentation, forward and criterion.
@@ -147,6 +147,22 @@ class TrainRecipe:
         return replace(self, lr=float(lr))
 
 
+def step_decay(recipe: TrainRecipe, epoch: int, decay_at: int | None, lr: float, opt: torch.optim.Optimizer,
+               new_optimizer: Callable[[float, float | None], torch.optim.Optimizer]
+               ) -> tuple[float, torch.optim.Optimizer]:
+    """The recipe's step decay at the start of ``epoch``: ``(lr, opt)`` unchanged before ``decay_at``; at it, the rate
+    times ``lr_decay`` and either a new optimiser (the official codes rebuild SGD, dropping momentum, optionally with
+    ``momentum_after_decay``) or the same one with its groups' rate changed (momentum kept, as ``StepLR``)."""
+    if decay_at is None or epoch != decay_at or decay_at < 0:
+        return lr, opt
+    lr *= recipe.lr_decay
+    if recipe.rebuild_optimizer_at_decay:
+        return lr, new_optimizer(lr, recipe.momentum_after_decay)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    return lr, opt
+
+
 def train_classifier(
     model: nn.Module,
     x: Tensor,
@@ -222,13 +238,7 @@ def train_classifier(
     step = 0
     for epoch in progress_bar(range(recipe.epochs), enabled=progress or False, leave=False,
                               desc=progress if isinstance(progress, str) else "train"):
-        if decay_at is not None and epoch == decay_at and decay_at >= 0:
-            lr *= recipe.lr_decay
-            if recipe.rebuild_optimizer_at_decay:
-                opt = new_optimizer(lr, recipe.momentum_after_decay)
-            else:
-                for group in opt.param_groups:
-                    group["lr"] = lr
+        lr, opt = step_decay(recipe, epoch, decay_at, lr, opt, new_optimizer)
         order = torch.randperm(n, generator=generator).to(device)
         total, count = 0.0, 0
         for start in range(0, n, recipe.batch_size):
