@@ -93,7 +93,7 @@ class ClassifierConfig:
         batched: train the K networks in one vectorised pass (:mod:`ddistill.utils.batched_train`): the same
             initialisations, batches and augmentations as the sequential loop, equal up to floating-point order;
             networks with batch norm, soft-label teachers and ``iterations`` recipes fall back to the loop (the
-            reason is recorded in ``details["batched"]``). See ``benchmarks/results/batched_eval.md``.
+            reason is recorded in ``details["batched"]``). Speed: ``benchmarks/batched_eval.py``.
         perf: speed settings (channels_last / bf16 autocast / compile / threads); None fields = auto.
         progress: progress bars (drawn only on a terminal).
         preset: the preset this config was built from (recorded; see :data:`PRESETS`).
