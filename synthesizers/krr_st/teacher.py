@@ -33,7 +33,8 @@ passed to KRR-ST directly. To turn a downloaded official checkpoint into a teach
 
     kwargs = {"stem_padding": 2}   # the official teacher's conv1 has padding=2; torchvision module names
     net = create_model("resnet18_ssl", in_channels=3, num_classes=0, image_size=32, **kwargs)
-    net.load_state_dict(torch.load("teacher_ckpt/barlow_twins_resnet18_cifar100.pt", map_location="cpu"))
+    net.load_state_dict(torch.load("teacher_ckpt/barlow_twins_resnet18_cifar100.pt", map_location="cpu",
+                                      weights_only=True))
     enc = Encoding((0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762), (3, 32, 32))   # selfsup_dd's CIFAR-100 stats
     save_teacher("teacher.pt", net, model="resnet18_ssl", model_kwargs=kwargs, encoding=enc, dataset="cifar100")
 """

@@ -123,7 +123,7 @@ def _stage_tu(tu_name: str, root: Path | None, download: bool) -> Path:
 
 def read_tu_graphs(raw: Path, tu_name: str) -> list[Any]:
     """The graphs of a TU dataset read straight from its raw text files with PyG's parser (``read_tu_data``), never
-    through a pickled ``processed/`` cache: PyG reloads those with ``weights_only=False``, so a file planted there
+    through a pickled ``processed/`` cache: PyG reloads those as unrestricted pickles, so a file planted there
     would run code. Node / edge attributes are dropped and only the one-hot categorical labels kept (as
     ``TUDataset(use_node_attr=False, use_edge_attr=False)``): Mirage hashes discrete labels.
 
