@@ -16,6 +16,7 @@ import torch
 
 from ddistill.config import config_from_preset
 from ddistill.data import Encoding, EvalData, EvalNeeds, ImageData
+from ddistill.distributed import Distributed
 from ddistill.registry import Registry
 from ddistill.synset import SyntheticSet
 
@@ -132,10 +133,14 @@ class Evaluator(ABC):
     #: Named configs (e.g. an official per-method evaluation recipe), see :meth:`config_from_preset`.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
-    def __init__(self, config: Any = None, *, device: torch.device | str = "cpu", seed: int = 0) -> None:
+    def __init__(self, config: Any = None, *, device: torch.device | str = "cpu", seed: int = 0,
+                 dist: Distributed | None = None) -> None:
         self.config = config if config is not None else self.Config()
         self.device = torch.device(device)
         self.seed = int(seed)
+        #: Under ``torchrun``: evaluators that train several models spread them over the ranks (each model's
+        #: randomness depends only on the seed and its index, so the numbers are those of one process).
+        self.dist = dist if dist is not None else Distributed.current()
 
     @classmethod
     def config_from_preset(cls, preset: str | None = None, **overrides: Any) -> Any:
@@ -187,5 +192,5 @@ class Evaluator(ABC):
             if "model_kwargs" in fields:
                 changes["model_kwargs"] = None
             out[name] = type(self)(dataclasses.replace(self.config, **changes), device=self.device,
-                                   seed=self.seed).evaluate(synset, data)
+                                   seed=self.seed, dist=self.dist).evaluate(synset, data)
         return out

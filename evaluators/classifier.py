@@ -27,10 +27,10 @@ from torch import Tensor, nn
 
 from ddistill.augment import build_augment
 from ddistill.data import EvalData, EvalNeeds, RealData
+from ddistill.distributed import Distributed
 from ddistill.models import ModelFamily
 from ddistill.synset import SyntheticSet
 from ddistill.utils.perf import PerfConfig
-from ddistill.utils.progress import progress_bar
 from ddistill.utils.seed import derive_seed, make_generator
 from ddistill.utils.soft_labels import SoftLabelConfig, TeacherBatchLoss
 from ddistill.utils.train import TrainRecipe, accuracy, criterion_for, predict, train_classifier
@@ -191,8 +191,8 @@ class ClassifierEvaluator(Evaluator):
     presets = PRESETS
 
     def __init__(self, config: ClassifierConfig | None = None, *, device: torch.device | str = "cpu",
-                 seed: int = 0) -> None:
-        super().__init__(config, device=device, seed=seed)
+                 seed: int = 0, dist: Distributed | None = None) -> None:
+        super().__init__(config, device=device, seed=seed, dist=dist)
         self._teacher: nn.Module | None = None
 
     def needs(self, meta: Mapping[str, Any]) -> EvalNeeds:
@@ -374,24 +374,23 @@ class ClassifierEvaluator(Evaluator):
         augment = build_augment(recipe.augment, dataset)
         models = models or cfg.num_models
         values, seconds, curves = [], [], []
-        family = None
         batched = self._run_batched(trial, trial_for_model, x_test, y_test, num_classes, recipe, augment, models,
                                     model, model_kwargs, stream) if cfg.batched else None
-        if isinstance(batched, tuple):
-            values, seconds, curves, x = batched
-        for i in progress_bar(range(models) if not isinstance(batched, tuple) else (), desc=f"evaluate {model}",
-                              enabled=cfg.progress, leave=False):
+        extra = (stream,) if stream else ()
+
+        def train_one(i: int, _: Any) -> list[Any]:
+            """Model i: its initialisation and its data order depend only on (seed, i, stream), so the models can be
+            trained in any order, on any rank. Returns [test accuracy, train seconds, test curve, train size]."""
             t = trial if trial_for_model is None else trial_for_model(i)
-            x, y = t.x.to(dev), t.y.to(dev)
-            if family is None:
-                family = ModelFamily(model, in_channels=x.shape[1], num_classes=num_classes,
-                                     image_size=tuple(x.shape[2:]), seed=derive_seed(self.seed, MODEL_STREAM, *(
-                                         (stream,) if stream else ())), **model_kwargs)
+            xi, yi = t.x.to(dev), t.y.to(dev)
+            family = ModelFamily(model, in_channels=xi.shape[1], num_classes=num_classes,
+                                 image_size=tuple(xi.shape[2:]), seed=derive_seed(self.seed, MODEL_STREAM, *extra),
+                                 **model_kwargs)
             net = perf.prepare_model(family.build(i, dev))
-            gen = make_generator(derive_seed(self.seed, TRAIN_STREAM, i, *((stream,) if stream else ())))
+            gen = make_generator(derive_seed(self.seed, TRAIN_STREAM, i, *extra))
             curve: list[tuple[int, float]] = []
 
-            def checkpoint(epoch: int, loss: float, net: nn.Module = net, curve: list = curve) -> None:
+            def checkpoint(epoch: int, loss: float) -> None:
                 if cfg.test_every and (epoch + 1) % cfg.test_every == 0:
                     curve.append((epoch + 1, 100.0 * accuracy(net, x_test, y_test, batch_size=cfg.test_batch_size,
                                                               perf=perf)))
@@ -402,14 +401,25 @@ class ClassifierEvaluator(Evaluator):
             else:
                 loss_kwargs = {"augment": augment, "criterion": criterion_for(t.labels)}
             start = time.perf_counter()
-            train_classifier(net, x, y, recipe, generator=gen, perf=perf, on_epoch_end=checkpoint,
+            train_classifier(net, xi, yi, recipe, generator=gen, perf=perf, on_epoch_end=checkpoint,
                              progress=f"model {i + 1}/{models}" if cfg.progress else False, **loss_kwargs)
-            seconds.append(time.perf_counter() - start)
-            values.append(100.0 * accuracy(net, x_test, y_test, batch_size=cfg.test_batch_size, perf=perf))
-            curves.append(curve)
+            took = time.perf_counter() - start
+            acc = 100.0 * accuracy(net, x_test, y_test, batch_size=cfg.test_batch_size, perf=perf)
+            return [acc, took, curve, int(xi.shape[0])]
+
+        if isinstance(batched, tuple):
+            values, seconds, curves, x = batched
+            train_size = int(x.shape[0])
+        else:
+            # Under torchrun each rank trains its share of the models (the numbers are those of one process).
+            done = self.dist.map(range(models), train_one)
+            values = [float(d[0]) for d in done]
+            seconds = [float(d[1]) for d in done]
+            curves = [[(int(e), float(a)) for e, a in d[2]] for d in done]
+            train_size = int(done[-1][3])
         details: dict[str, Any] = {
             "model": model, "model_kwargs": model_kwargs, "epochs": recipe.epochs, "lr": lr,
-            "augment": recipe.augment, "train_size": int(x.shape[0]), "train_seconds": seconds, "seed": self.seed,
+            "augment": recipe.augment, "train_size": train_size, "train_seconds": seconds, "seed": self.seed,
             "perf": {"channels_last": perf.channels_last, "bf16": perf.bf16, "compile": perf.compile},
         }
         if cfg.batched:

@@ -31,6 +31,7 @@ from scipy.stats import spearmanr
 
 from ddistill.augment import build_augment
 from ddistill.data import Encoding, EvalData, EvalNeeds, RealData
+from ddistill.distributed import Distributed
 from ddistill.models import create_model
 from ddistill.synset import SyntheticSet
 from ddistill.utils.perf import PerfConfig
@@ -107,8 +108,9 @@ class NASEvaluator(Evaluator):
 
     Config = NASConfig
 
-    def __init__(self, config: NASConfig | None = None, *, device: torch.device | str = "cpu", seed: int = 0) -> None:
-        super().__init__(config, device=device, seed=seed)
+    def __init__(self, config: NASConfig | None = None, *, device: torch.device | str = "cpu", seed: int = 0,
+                 dist: Distributed | None = None) -> None:
+        super().__init__(config, device=device, seed=seed, dist=dist)
         self._real_cache: dict[tuple, dict[str, float]] = {}
 
     def architectures(self) -> list[dict[str, Any]]:

@@ -5,6 +5,12 @@ subclass this too, with ``trainable=True`` networks).
 A subclass writes :meth:`~synthesizers.base.GradientSynthesizer.loss` only; the base builds the network family, the
 augmentation, the images and their SGD, and provides :meth:`FreshNetworkMatching.sample_network` and
 :meth:`FreshNetworkMatching.siamese_class_batches`.
+
+Under ``torchrun`` the classes are sharded over the ranks (:attr:`FreshNetworkMatching.classes`): every rank samples
+the same network (it is indexed by the step) and makes every class's draws (real indices, DSA parameters) in the
+single-process order, but forwards only its own classes; the loss is a sum over classes, so the summed gradients are
+those of one process. Batch-norm networks normalise with the statistics of all ranks' batches
+(:class:`~ddistill.distributed.GlobalBatchNorm`), so the official DataDAM preset keeps its meaning.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from torch import Tensor, nn
 
 from ddistill.augment import build_augment
 from ddistill.data import RealData
+from ddistill.distributed import synchronise_batch_norm
 from ddistill.models import ModelFamily
 from ddistill.utils.perf import PerfConfig
 from ddistill.utils.seed import derive_seed
@@ -60,8 +67,15 @@ class FreshNetworkMatching(GradientSynthesizer):
     """Base of DM-style methods: learnable images ``x`` (SGD with ``lr_images`` / ``momentum``), a fresh network per
     step from a seeded :class:`ModelFamily`, siamese DSA per class."""
 
+    shares_work = True
+
     def build(self, real: RealData) -> None:
         cfg = self.config
+        if self.dist.world_size > real.num_classes:
+            raise ValueError(f"{self.name} shards the {real.num_classes} classes over the ranks: run at most "
+                             f"{real.num_classes} processes, not {self.dist.world_size}")
+        #: The classes this rank forwards (all of them in a single process).
+        self.classes = self.dist.owned(real.num_classes)
         self.family = ModelFamily(cfg.model, in_channels=real.x.shape[1], num_classes=real.num_classes,
                                   image_size=tuple(real.x.shape[2:]), seed=derive_seed(self.seed, NETWORK_STREAM),
                                   **cfg.model_kwargs)
@@ -80,28 +94,32 @@ class FreshNetworkMatching(GradientSynthesizer):
     def sample_network(self, step: int, *, trainable: bool = False) -> nn.Module:
         """Network ``step`` of the family (indexed by step, not a running counter, so a resumed run samples the same
         networks), prepared for fast feature extraction; frozen unless ``trainable``."""
-        net = self.family.build(step, self.device)
+        net = synchronise_batch_norm(self.family.build(step, self.device), self.dist)
         if not trainable:
             for p in net.parameters():
                 p.requires_grad_(False)
         return self.perf.prepare_feature_extractor(net)
 
     def siamese_class_batches(self, real: RealData) -> tuple[Tensor, Tensor]:
-        """Per class: a real batch and the class's synthetic images, augmented with one shared parameter draw.
+        """Per class of :attr:`classes`: a real batch and the class's synthetic images, augmented with one shared
+        parameter draw. The draws of every class are made (in class order) so the generator advances as in a single
+        process whichever classes this rank owns.
 
-        Shape: (K * batch_real', C, H, W), (K * ipc, C, H, W), class-major.
+        Shape: (K' * batch_real', C, H, W), (K' * ipc, C, H, W), class-major, K' = len(classes).
         """
         ipc = self.config.ipc
+        mine = set(self.classes)
         reals, syns = [], []
         x_syn = self.params["x"]
         for c in range(real.num_classes):
-            xr = real.sample(c, self.config.batch_real, self.generator)
-            xs = x_syn[c * ipc : (c + 1) * ipc]
+            idx = real.sample_indices(c, self.config.batch_real, self.generator)
             params = self.augment.sample_params(1, generator=self.generator)
-            reals.append(self.augment(xr, params))
-            syns.append(self.augment(xs, params))
+            if c in mine:
+                reals.append(self.augment(real.x[idx], params))
+                syns.append(self.augment(x_syn[c * ipc : (c + 1) * ipc], params))
         return torch.cat(reals), torch.cat(syns)
 
     def real_batch_sizes(self, real: RealData) -> list[int]:
-        """Real images per class in :meth:`siamese_class_batches` (classes smaller than ``batch_real`` give all)."""
-        return [min(self.config.batch_real, real.class_count(c)) for c in range(real.num_classes)]
+        """Real images per class of :attr:`classes` in :meth:`siamese_class_batches` (classes smaller than
+        ``batch_real`` give all)."""
+        return [min(self.config.batch_real, real.class_count(c)) for c in self.classes]

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from ddistill import __version__
 from ddistill.config import config_from_preset, to_dict
 from ddistill.data import RealData
+from ddistill.distributed import Distributed
 from ddistill.registry import Registry
 from ddistill.synset import SyntheticSet
 from ddistill.utils.seed import make_generator
@@ -46,6 +47,9 @@ class Synthesizer(ABC):
         config: an instance of the subclass's ``Config`` dataclass (None = defaults).
         device: where tensors live and models run.
         seed: the only source of randomness (through explicit generators).
+        dist: this process's place in a ``torchrun`` run (None = the current process group, if any; a single process
+            otherwise). Methods that share work over ranks read it; the others ignore it (each rank then computes
+            the whole run, which gives the same set everywhere).
     """
 
     Config: ClassVar[type]
@@ -54,10 +58,12 @@ class Synthesizer(ABC):
     #: Named sets of config values (e.g. a paper's setting vs its official code's), see :meth:`config_from_preset`.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
-    def __init__(self, config: Any = None, *, device: torch.device | str = "cpu", seed: int = 0) -> None:
+    def __init__(self, config: Any = None, *, device: torch.device | str = "cpu", seed: int = 0,
+                 dist: Distributed | None = None) -> None:
         self.config = config if config is not None else self.Config()
         self.device = torch.device(device)
         self.seed = int(seed)
+        self.dist = dist if dist is not None else Distributed.current()
         #: Set by a callback (e.g. :class:`~synthesizers.callbacks.StopAfter`) to end an iterative run early.
         self.stop_requested = False
         self.callbacks = CallbackList(())
@@ -201,9 +207,16 @@ class GradientSynthesizer(Synthesizer):
 
     #: checkpoint file format (see :meth:`state_dict`)
     CHECKPOINT_FORMAT: ClassVar[str] = "ddistill.checkpoint"
+    #: Whether :meth:`loss` computes only this rank's share of the loss (see :mod:`ddistill.distributed`): the loop
+    #: then sums the losses, the named terms (except :attr:`replicated_terms`) and the gradients over the ranks.
+    #: Methods that do not share work run the whole loss on every rank.
+    shares_work: ClassVar[bool] = False
+    #: Named terms that are the same on every rank (e.g. a learned rate): logged as they are, never summed.
+    replicated_terms: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, config: Any = None, *, device: torch.device | str = "cpu", seed: int = 0) -> None:
-        super().__init__(config, device=device, seed=seed)
+    def __init__(self, config: Any = None, *, device: torch.device | str = "cpu", seed: int = 0,
+                 dist: Distributed | None = None) -> None:
+        super().__init__(config, device=device, seed=seed, dist=dist)
         # All sampling (real batches, augmentation parameters) draws from this one CPU generator, whose
         # state is checkpointed: a resumed run continues the exact same random stream.
         self.generator = make_generator(self.seed)
@@ -288,12 +301,20 @@ class GradientSynthesizer(Synthesizer):
         out = self.loss(real, step)
         loss, terms = out if isinstance(out, tuple) else (out, {})
         value = float(loss.detach())
+        shared = self.shares_work and self.dist.enabled
+        if shared:  # every rank sees the whole loss (a NaN on one rank stops all of them at the same step)
+            summed = self.dist.sum_floats({"loss": value, **{k: float(v) for k, v in terms.items()
+                                                               if k not in self.replicated_terms}})
+            value = summed.pop("loss")
+            terms = {**terms, **summed}
         if not math.isfinite(value):
             raise FloatingPointError(f"{self.name} loss is {value} at step {step}: the optimisation diverged. "
                                      f"{self._lr_hint()}, or check the real data for NaN")
         for opt in self.opts:
             opt.zero_grad(set_to_none=True)
         loss.backward()
+        if shared:
+            self.dist.sum_gradients_(self.params.values())
         for opt in self.opts:
             opt.step()
         self._check_params(step)

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
 
 from ddistill.io import JSONLLogger, load_artifact, save_artifact
 
@@ -30,7 +30,14 @@ __all__ = ["Callback", "CallbackList", "Checkpoint", "CheckpointError", "JSONLLo
 
 
 class Callback:
-    """Base class: every hook does nothing."""
+    """Base class: every hook does nothing.
+
+    Under ``torchrun`` every rank runs the callbacks (a checkpoint is loaded by every rank, a periodic evaluation
+    shares its models over the ranks) except those with :attr:`main_rank_only`, which only rank 0 runs (logs, bars).
+    """
+
+    #: Only rank 0 runs this callback (it writes or prints what one process should).
+    main_rank_only: ClassVar[bool] = False
 
     def on_fit_start(self, synth: "Synthesizer", real: Any) -> None:
         """Called once before the first step."""
@@ -56,17 +63,24 @@ class CallbackList(Callback):
     def __init__(self, callbacks: Iterable[Callback | Callable[..., None]]) -> None:
         self.callbacks = [cb if isinstance(cb, Callback) else _StepFunction(cb) for cb in callbacks]
 
+    @staticmethod
+    def _runs_here(cb: Callback, synth: "Synthesizer") -> bool:
+        return not cb.main_rank_only or getattr(synth, "dist", None) is None or synth.dist.is_main
+
     def on_fit_start(self, synth: "Synthesizer", real: Any) -> None:
         for cb in self.callbacks:
-            cb.on_fit_start(synth, real)
+            if self._runs_here(cb, synth):
+                cb.on_fit_start(synth, real)
 
     def on_step_end(self, synth: "Synthesizer", step: int, logs: dict[str, float]) -> None:
         for cb in self.callbacks:
-            cb.on_step_end(synth, step, logs)
+            if self._runs_here(cb, synth):
+                cb.on_step_end(synth, step, logs)
 
     def on_fit_end(self, synth: "Synthesizer", synset: "SyntheticSet") -> None:
         for cb in self.callbacks:
-            cb.on_fit_end(synth, synset)
+            if self._runs_here(cb, synth):
+                cb.on_fit_end(synth, synset)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -83,6 +97,8 @@ class Checkpoint(Callback):
     run continues from ``path`` when it exists and ends with the same set an uninterrupted run gives.
 
     Synthesizers with nothing to resume (``state_dict() is None``, the one-shot methods) are not checkpointed.
+    Under ``torchrun`` the state is the same on every rank: rank 0 writes it, every rank reads it on resume (the run
+    directory must be visible to every rank), at any world size the method accepts.
 
     Args:
         path: the checkpoint file.
@@ -105,6 +121,8 @@ class Checkpoint(Callback):
         self.save(synth)
 
     def save(self, synth: "Synthesizer") -> None:
+        if not synth.dist.is_main:
+            return
         state = synth.state_dict()
         if state is not None:
             save_artifact(state, self.path, format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION)
@@ -123,6 +141,8 @@ class JSONLLog(Callback):
         log: the file, or a :class:`~ddistill.io.JSONLLogger` shared with other writers.
         every: steps between records.
     """
+
+    main_rank_only = True
 
     def __init__(self, log: str | os.PathLike | JSONLLogger, every: int = 10) -> None:
         self.logger = log if isinstance(log, JSONLLogger) else JSONLLogger(log)
@@ -158,6 +178,8 @@ class PeriodicEval(Callback):
             return
         res = self.evaluator.evaluate(synth.synthetic_set(self._real), self.data)
         self.curve.append({"step": step, "mean": res.mean, "std": res.std})
+        if not synth.dist.is_main:  # every rank trained its share of the models; rank 0 reports
+            return
         if self.log is not None:
             self.log.log(step=step, eval=res.to_dict())
         if self.echo:
@@ -203,6 +225,8 @@ class ProgressBar(Callback):
         desc: the bar's label (default: ``distill <name>``).
         force: draw the bar even when stderr is not a terminal.
     """
+
+    main_rank_only = True
 
     def __init__(self, desc: str | None = None, *, force: bool = False) -> None:
         self.desc, self.force = desc, force

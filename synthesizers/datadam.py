@@ -99,15 +99,15 @@ class DataDAM(FreshNetworkMatching):
         """SAM + lambda * MMD (Eq. 3-5) times the scale, with the two terms (before the scale) for the log."""
         net = self.sample_network(step)
         x_real, x_syn = self.siamese_class_batches(real)
-        k, ipc = real.num_classes, self.config.ipc
+        k, ipc = len(self.classes), self.config.ipc  # this rank's classes (all of them in one process)
         real_sizes = self.real_batch_sizes(real)
         if self.config.batched:
             return self._loss_from(net, x_real, x_syn, real_sizes, ipc)
         total, terms = x_syn.new_zeros(()), {"sam": 0.0, "mmd": 0.0}
-        starts = [sum(real_sizes[:c]) for c in range(k)]
-        for c in range(k):
-            xr = x_real[starts[c] : starts[c] + real_sizes[c]]
-            part, part_terms = self._loss_from(net, xr, x_syn[c * ipc : (c + 1) * ipc], [real_sizes[c]], ipc)
+        starts = [sum(real_sizes[:j]) for j in range(k)]
+        for j in range(k):
+            xr = x_real[starts[j] : starts[j] + real_sizes[j]]
+            part, part_terms = self._loss_from(net, xr, x_syn[j * ipc : (j + 1) * ipc], [real_sizes[j]], ipc)
             total = total + part
             terms = {name: terms[name] + part_terms[name] for name in terms}
         return total, terms

@@ -37,7 +37,7 @@ class DistributionMatching(FreshNetworkMatching):
     def loss(self, real: RealData, step: int) -> Tensor:
         net = self.sample_network(step)
         x_real, x_syn = self.siamese_class_batches(real)
-        k = real.num_classes
+        k = len(self.classes)  # this rank's classes (all of them in one process)
         with torch.no_grad(), self.perf.autocast(self.device):
             emb_real = net.embed(self.perf.prepare_input(x_real)).float()
         with self.perf.autocast(self.device):

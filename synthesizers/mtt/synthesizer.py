@@ -30,6 +30,10 @@ AST switches (all off by default; ``<setting>_ast`` presets turn them on):
 - ``weight_perturbation``: alpha_p of the start perturbation w + alpha_p * (d / ||d||_F) * w on every conv weight,
   d ~ N(0, I) (``--weight_perturb``, alpha_p = 1).
 
+``segments``: S trajectory segments per iteration (expert, start and plan drawn for each, in order), the loss being
+their mean; S = 1 is MTT. Under ``torchrun`` each rank unrolls S / world_size of them and the gradients of the
+images and of alpha are summed over the ranks, which equals one process running S segments.
+
 ``memory_saving=True`` computes the same gradient with memory that does not grow with the unroll's activations:
 the forward pass keeps only the student parameters (and momentum) after every step, and the backward pass
 recomputes one step at a time and backpropagates through it (gradient checkpointing with one step per segment);
@@ -196,6 +200,8 @@ class MTTConfig(GradientConfig):
             with ``weight_perturbation``.
         memory_saving: recompute the unroll step by step in the backward pass (same gradient, memory independent
             of syn_steps' activations).
+        segments: trajectory segments per iteration, the loss being their mean (1 = MTT); under ``torchrun`` a
+            multiple of the number of processes, each rank unrolling its share.
     """
 
     preset: str = "custom"
@@ -221,9 +227,12 @@ class MTTConfig(GradientConfig):
     weight_perturbation: float = 0.0
     distance_from: str = "expert"
     memory_saving: bool = False
+    segments: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.segments < 1:
+            raise ValueError(f"segments must be >= 1, got {self.segments}")
         if self.init not in INITS:
             raise ValueError(f"unknown init '{self.init}'; choose from {list(INITS)}")
         if self.distance_from not in DISTANCE_REFERENCES:
@@ -299,6 +308,8 @@ class TrajectoryMatching(GradientSynthesizer):
 
     Config = MTTConfig
     presets = PRESETS
+    shares_work = True
+    replicated_terms = ("syn_lr",)
 
     # -- setup ----------------------------------------------------------------------------------------------------
     def build(self, real: RealData) -> None:
@@ -306,6 +317,9 @@ class TrajectoryMatching(GradientSynthesizer):
         if not cfg.experts:
             raise ValueError("mtt needs experts: set synthesizer.experts to an expert file or folder "
                              "(train them with scripts/train_experts.py)")
+        if cfg.segments % self.dist.world_size:
+            raise ValueError(f"mtt runs synthesizer.segments={cfg.segments} trajectory segments per iteration over "
+                             f"{self.dist.world_size} processes: set segments to a multiple of {self.dist.world_size}")
         self.buffer = ExpertBuffer(cfg.experts, max_experts=cfg.max_experts)
         header = self.buffer.header
         self._check_experts(real, header)
@@ -426,9 +440,23 @@ class TrajectoryMatching(GradientSynthesizer):
         return unroll, terms
 
     def loss(self, real: RealData, step: int) -> tuple[Tensor, dict[str, float]]:
-        """MTT Eq. 2 (plus AST's terms) through the unroll, with the draws of the iteration and the learned rate."""
-        unroll, terms = self.build_unroll(step)
-        value = unroll.loss(self.params["x"], self.params["lr"], memory_saving=self.config.memory_saving)
+        """MTT Eq. 2 (plus AST's terms) through the unroll, with the draws of the iteration and the learned rate.
+
+        With S = ``segments``: the mean of Eq. 2 over S segments, of which this rank unrolls its share (every
+        segment's draws are made, in order, on every rank); the drawn values are logged as their mean."""
+        cfg = self.config
+        drawn = [self.build_unroll(step) for _ in range(cfg.segments)]
+        value: Tensor | None = None
+        terms: dict[str, float] = {}
+        for s in self.dist.owned(cfg.segments):
+            unroll, drawn_terms = drawn[s]
+            part = unroll.loss(self.params["x"], self.params["lr"], memory_saving=cfg.memory_saving)
+            if cfg.segments > 1:  # S = 1 keeps MTT's loss (and its bits) untouched
+                part = part / cfg.segments
+                drawn_terms = {k: v / cfg.segments for k, v in drawn_terms.items()}
+            value = part if value is None else value + part
+            terms = {k: terms.get(k, 0.0) + v for k, v in drawn_terms.items()}
+        assert value is not None  # build() checked that every rank owns a segment
         return value, {**terms, "syn_lr": float(self.params["lr"].detach())}
 
     # -- state and output -----------------------------------------------------------------------------------------

@@ -1,0 +1,127 @@
+"""One case of ``tests/test_distributed.py``, run by ``torchrun --nproc_per_node N`` (or plainly, as one process).
+
+    python tests/distributed_worker.py CASE OUT_DIR [--steps K] [--stop-after K] [--resume] [--experts FILE]
+
+Rank 0 writes ``OUT_DIR/result.pt`` (tensors only) with what the test compares between world sizes. Not collected by
+pytest (no ``test_`` prefix).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ddistill.data import load_real  # noqa: E402
+from ddistill.distributed import init_distributed  # noqa: E402
+from ddistill.utils.perf import PerfConfig  # noqa: E402
+
+FAST = PerfConfig(channels_last=False, bf16=False, compile=False, threads=1)
+CASES = ("dm", "datadam_batchnorm", "mtt", "krr_st", "classifier")
+
+
+def _matching(name: str, out: Path, steps: int, stop_after: int | None, resume: bool,
+              **extra) -> dict[str, torch.Tensor]:
+    from synthesizers import SYNTHESIZERS
+    from synthesizers.callbacks import Checkpoint, StopAfter
+
+    real, _ = load_real("digits")
+    cls = SYNTHESIZERS.get(name)
+    cfg = cls.Config(ipc=2, iterations=steps, batch_real=16, perf=FAST, checkpoint_every=2, **extra)
+    losses: list[float] = []
+    callbacks = [Checkpoint(out / "checkpoint.pt", 2, resume=resume), lambda s, step, logs: losses.append(logs["loss"])]
+    if stop_after is not None:
+        callbacks.append(StopAfter(steps=stop_after))
+    synset = cls(cfg, seed=3).fit(real, callbacks=callbacks)
+    start = cls(cls.Config(ipc=2, iterations=0, batch_real=16, perf=FAST, **extra), seed=3).fit(real)
+    return {"x": synset.x, "x0": start.x, "loss": torch.tensor(losses, dtype=torch.float64)}
+
+
+def _mtt(out: Path, steps: int, experts: str) -> dict[str, torch.Tensor]:
+    from synthesizers.mtt import MTTConfig, TrajectoryMatching
+
+    real, _ = load_real("digits")
+    cfg = MTTConfig(ipc=2, iterations=steps, experts=experts, syn_steps=3, expert_epochs=1, max_start_epoch=2,
+                    lr_images=100.0, lr_lr=1e-5, lr_teacher=0.01, segments=2)
+    losses: list[float] = []
+    synset = TrajectoryMatching(cfg, seed=1).fit(real, callbacks=[lambda s, step, logs: losses.append(logs["loss"])])
+    start = TrajectoryMatching(dataclasses.replace(cfg, iterations=0), seed=1).fit(real)
+    return {"x": synset.x, "lr": synset.tensors["lr"], "x0": start.x, "lr0": start.tensors["lr"],
+            "loss": torch.tensor(losses, dtype=torch.float64)}
+
+
+def _krr_st(steps: int) -> dict[str, torch.Tensor]:
+    from synthesizers.krr_st import KRRST, KRRSTConfig
+
+    real, _ = load_real("digits")
+    with torch.random.fork_rng(devices=[]):  # a fixed random teacher: 8x8 digits -> 16-d targets
+        torch.manual_seed(0)
+        teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.Tanh(),
+                                      torch.nn.Linear(32, 16))
+    cfg = KRRSTConfig(num_images=20, model="convnet_bn", model_kwargs={"width": 8, "depth": 2}, num_models=3,
+                      online_iteration=4, iterations=steps, batch_real=64, lr=1e-2, perf=FAST)
+    losses: list[float] = []
+    grads: dict[str, torch.Tensor] = {}
+
+    def record(synth, step: int, logs: dict[str, float]) -> None:
+        losses.append(logs["loss"])
+        if step == 1:  # AdamW's first step is ~lr * sign(g): compare the summed gradients themselves
+            grads.update({f"grad_{k}": p.grad.detach().clone() for k, p in synth.params.items()})
+
+    synset = KRRST(cfg, seed=0, teacher=teacher).fit(real, callbacks=[record])
+    return {"x": synset.x, "y": synset.tensors["y"], "loss": torch.tensor(losses, dtype=torch.float64), **grads}
+
+
+def _classifier() -> dict[str, torch.Tensor]:
+    from ddistill.data import EvalData
+    from evaluators.classifier import ClassifierEvaluator
+    from synthesizers import SYNTHESIZERS
+
+    real, test = load_real("digits")
+    synset = SYNTHESIZERS.get("random")(SYNTHESIZERS.get("random").Config(ipc=3), seed=0).fit(real)
+    cfg = ClassifierEvaluator.config_from_preset(None, model="mlp", model_kwargs={}, num_models=3, perf=FAST,
+                                                 progress=False, controls=["random_subset"], test_every=5,
+                                                 train={"epochs": 10, "batch_size": 16, "augment": "none"})
+    res = ClassifierEvaluator(cfg, seed=0).evaluate(synset, EvalData(train=real, test=test))
+    control = res.details["controls"]["random_subset"]
+    return {"values": torch.tensor(res.values, dtype=torch.float64),
+            "control": torch.tensor(control["values"], dtype=torch.float64),
+            "curves": torch.tensor(res.details["test_curves"], dtype=torch.float64)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("case", choices=CASES)
+    p.add_argument("out")
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--stop-after", type=int, default=None, help="interrupt after this many steps")
+    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt")
+    p.add_argument("--experts", default="", help="expert file (case mtt)")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    context, _ = init_distributed("cpu")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.case == "dm":
+        result = _matching("dm", out, args.steps, args.stop_after, args.resume)
+    elif args.case == "datadam_batchnorm":
+        result = _matching("datadam", out, args.steps, args.stop_after, args.resume, model="convnet",
+                           model_kwargs={"norm": "batchnorm", "width": 8, "depth": 2})
+    elif args.case == "mtt":
+        result = _mtt(out, args.steps, args.experts)
+    elif args.case == "krr_st":
+        result = _krr_st(args.steps)
+    else:
+        result = _classifier()
+    if context.is_main:
+        torch.save({**result, "world_size": torch.tensor(context.world_size)}, out / "result.pt")
+    if context.enabled:
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
