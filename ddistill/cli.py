@@ -1,4 +1,4 @@
-"""``ddistill`` command line: distill, evaluate, show, import, export, list.
+"""``ddistill`` command line: distill, evaluate, show, import, export, build-store, list.
 
 This module is the application layer: the one place in ``ddistill`` that imports the plugin packages
 ``synthesizers`` and ``evaluators`` (inside the commands, so ``import ddistill`` never loads them). Every other
@@ -9,6 +9,7 @@ This module is the application layer: the one place in ``ddistill`` that imports
     ddistill show SYNSET [--grid out.png]
     ddistill import FORMAT PATH... --dataset NAME --out SYNSET [--zca] [--experiment K] [--lr X]
     ddistill export SYNSET --format png|ddranking --out DIR [--overwrite]
+    ddistill build-store SRC OUT --resolution R [--resize center_crop|stretch] [--channels 1|3] [--workers N]
     ddistill list models|datasets|graph_datasets|gnns|synthesizers|evaluators|augmentations|importers|exporters
 
 :func:`distill` and :func:`evaluate` are the commands as functions (benchmarks and tests run exactly what users run).
@@ -85,33 +86,41 @@ def distill(run: RunConfig, *, resume: bool = False, overwrite: bool = False) ->
     from evaluators import EVALUATORS
     from synthesizers import SYNTHESIZERS
 
+    from .distributed import init_distributed
     from .run_dir import RunDir, RunDirError
 
     if resume and overwrite:
         raise RunDirError("--resume and --overwrite exclude each other: continue the run or replace it")
     check_device(run.device)
+    # Under torchrun: join the process group; this rank's device (cuda -> cuda:$LOCAL_RANK).
+    context, device = init_distributed(run.device)
     run_dir = RunDir.for_run(run.out_dir, run.name)
     synth_cls, synth_cfg = cfgmod.build_component(SYNTHESIZERS, run.synthesizer, "synthesizer")
     evaluator = None
     if run.evaluator is not None:
         eval_cls, eval_cfg = cfgmod.build_component(EVALUATORS, run.evaluator, "evaluator")
-        evaluator = eval_cls(eval_cfg, device=run.device, seed=run.seed)
+        evaluator = eval_cls(eval_cfg, device=device, seed=run.seed)
     resolved = cfgmod.to_dict(run)
     resolved["synthesizer"] = {"name": synth_cls.name, **cfgmod.to_dict(synth_cfg)}
     if evaluator is not None:
         resolved["evaluator"] = {"name": evaluator.name, **cfgmod.to_dict(evaluator.config)}
+    if not context.is_main:  # rank 0 owns the run directory; the others wait for its verdict on it
+        if not context.agree(True):
+            raise RunDirError(f"rank 0 could not prepare {run_dir.path}; its message says why")
+        return _distill_run(run, run_dir, synth_cls, synth_cfg, evaluator, context, device, resume=resume)
     with run_dir.lock():
-        return _distill_locked(run, run_dir, resolved, synth_cls, synth_cfg, evaluator, resume=resume,
-                               overwrite=overwrite)
+        try:
+            _prepare_run_dir(run_dir, resolved, resume=resume, overwrite=overwrite)
+        except BaseException:
+            context.agree(False)
+            raise
+        context.agree(True)
+        return _distill_run(run, run_dir, synth_cls, synth_cfg, evaluator, context, device, resume=resume)
 
 
-def _distill_locked(run: RunConfig, run_dir: Any, resolved: dict[str, Any], synth_cls: Any, synth_cfg: Any,
-                    evaluator: Any, *, resume: bool, overwrite: bool) -> dict[str, Any]:
-    from synthesizers import LoopConfig
-    from synthesizers.callbacks import Checkpoint, JSONLLog, PeriodicEval, ProgressBar
-
-    from .data import load_data, load_eval_data
-    from .io import JSONLLogger, atomic_write, git_sha, machine_info, write_json
+def _prepare_run_dir(run_dir: Any, resolved: dict[str, Any], *, resume: bool, overwrite: bool) -> None:
+    """Checks what the run directory holds against ``--resume`` / ``--overwrite`` and writes ``config.yaml``."""
+    from .io import atomic_write
     from .run_dir import RunDirError
 
     state = run_dir.state()
@@ -123,23 +132,38 @@ def _distill_locked(run: RunConfig, run_dir: Any, resolved: dict[str, Any], synt
         else:
             raise RunDirError(f"{run_dir.path} already holds a {run_dir.describe()}; pass --resume to continue it, "
                               f"--overwrite to replace it, or choose another name=")
-    ckpt = run_dir.file("checkpoint.pt")
     atomic_write(run_dir.file("config.yaml"), lambda f: f.write(cfgmod.dumps(resolved)), binary=False)
-    logger = JSONLLogger(run_dir.file("log.jsonl"))
 
-    real, test = load_data(run.dataset, run.device)
-    synth = synth_cls(synth_cfg, device=run.device, seed=run.seed)
+
+def _distill_run(run: RunConfig, run_dir: Any, synth_cls: Any, synth_cfg: Any, evaluator: Any, context: Any,
+                 device: str, *, resume: bool) -> dict[str, Any]:
+    """The distillation and final evaluation, on every rank; rank 0 writes the log, the set and the results."""
+    from synthesizers import LoopConfig
+    from synthesizers.callbacks import Checkpoint, JSONLLog, PeriodicEval, ProgressBar
+
+    from .data import load_data, load_eval_data
+    from .io import JSONLLogger, git_sha, machine_info, write_json
+
+    main = context.is_main
+    ckpt = run_dir.file("checkpoint.pt")
+    logger = JSONLLogger(run_dir.file("log.jsonl")) if main else None
+
+    real, test = load_data(run.dataset, device)
+    synth = synth_cls(synth_cfg, device=device, seed=run.seed)  # joins the process group of init_distributed
     eval_data = None
     if evaluator is not None:
         eval_data = load_eval_data(run.dataset, evaluator.needs({"data": cfgmod.to_dict(run.dataset)}),
-                                   encoding=getattr(real, "encoding", None), device=run.device, loaded=(real, test))
-    print(f"distilling {run.dataset.name} with {synth_cls.name} into {run_dir.path}", flush=True)
+                                   encoding=getattr(real, "encoding", None), device=device, loaded=(real, test))
+    if main:
+        ranks = f" on {context.world_size} processes" if context.enabled else ""
+        print(f"distilling {run.dataset.name} with {synth_cls.name} into {run_dir.path}{ranks}", flush=True)
 
     # Order matters: the checkpoint is written before a periodic evaluation runs, so a failing evaluation loses no
-    # work; the progress bar starts after a resumed state is loaded.
+    # work; the progress bar starts after a resumed state is loaded. Log and bar run on rank 0 only.
     every = synth_cfg.checkpoint_every if isinstance(synth_cfg, LoopConfig) else 0  # one-shot methods: at the end
-    callbacks: list[Any] = [Checkpoint(ckpt, every, resume=resume),
-                            JSONLLog(logger, every=10)]
+    callbacks: list[Any] = [Checkpoint(ckpt, every, resume=resume)]
+    if main:
+        callbacks.append(JSONLLog(logger, every=10))
     periodic = None
     if evaluator is not None and run.eval_every:
         periodic = PeriodicEval(evaluator, eval_data, run.eval_every, log=logger, echo=True)
@@ -150,6 +174,12 @@ def _distill_locked(run: RunConfig, run_dir: Any, resolved: dict[str, Any], synt
     synset = synth.fit(real, callbacks=callbacks)
     seconds = time.perf_counter() - start
     synset.meta.update(git=git_sha(Path(__file__).parent), run=run.name)
+    if context.enabled:
+        synset.meta["world_size"] = context.world_size
+    if not main:  # the final evaluation shares its models over the ranks; rank 0 reports and writes
+        if evaluator is not None:
+            evaluator.evaluate(synset, eval_data)
+        return {"run": run.name, "rank": context.rank}
     synset.save(run_dir.file("synset.pt"))
     wrote = [run_dir.file("synset.pt")]
     if run.grid and synset.meta.get("kind", "image") == "image" and synset.x.dim() == 4:
@@ -198,6 +228,7 @@ def evaluate(synset_path: str | Path, *, evaluator: str = "classifier", override
     from evaluators import EVALUATORS
 
     from .data import Encoding, load_eval_data
+    from .distributed import init_distributed
     from .eval_records import write_record
     from .io import write_json
     from .models import EVAL_POOLS
@@ -214,6 +245,8 @@ def evaluate(synset_path: str | Path, *, evaluator: str = "classifier", override
     device, seed = check_device(str(over.get("device", "cpu"))), over.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise cfgmod.ConfigError(f"seed must be an integer, got {seed!r}")
+    # Under torchrun every rank trains its share of the models; rank 0 prints and writes the records.
+    context, device = init_distributed(device)
     espec = {"name": evaluator, **over.get("evaluator", {})}
     eval_cls, eval_cfg = cfgmod.build_component(EVALUATORS, espec, "evaluator")
     ev = eval_cls(eval_cfg, device=device, seed=seed)
@@ -230,12 +263,18 @@ def evaluate(synset_path: str | Path, *, evaluator: str = "classifier", override
         result["pool_name"] = pool
         results = ev.across(pools[pool], synset, data)
         result["pool"] = {name: r.to_dict() for name, r in results.items()}
+        if not context.is_main:
+            return {"rank": context.rank}
         for name, r in results.items():
             print(f"{name:12s} {r.report()}", flush=True)
     else:
         res = ev.evaluate(synset, data)
+        if not context.is_main:
+            return {"rank": context.rank}
         result["evaluation"] = res.to_dict()
         print(res.report(), flush=True)
+    if context.enabled:
+        result["world_size"] = context.world_size
     if pool:  # the pool is part of what was evaluated: it keys the record too
         result["config"] = {**result["config"], "pool": pool}
     record = write_record(synset_path, result)
@@ -292,6 +331,29 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {report.out} ({len(report.files)} files, {args.format})")
     for note in report.notes:
         print(f"  note: {note}")
+
+
+def cmd_build_store(args: argparse.Namespace) -> None:
+    from .data.folder import _resolve_folder_root
+    from .data.store import ImageStore, build_dataset_store, build_store
+
+    src = Path(args.source).expanduser()
+    options = dict(channels=args.channels, resize=args.resize, max_per_class=args.max_per_class, workers=args.workers,
+                   overwrite=args.overwrite)
+    # A dataset root (train/ beside test/ or val/, or an archive of one) gets one store per split: the layout
+    # dataset.store reads. Anything else is one ImageFolder split.
+    if src.is_file() or (src.is_dir() and (_resolve_folder_root(str(src), "imagefolder") / "train").is_dir()):
+        built = build_dataset_store(src, args.out, args.resolution, **options)
+    else:
+        built = {"": build_store(src, args.out, args.resolution, **options)}
+    for split, path in built.items():
+        store = ImageStore.open(path)
+        n, c, h, w = store.meta.shape
+        print(f"wrote {path}: {n} images of {c}x{h}x{w} ({store.nbytes / 2**30:.2f} GiB), {store.num_classes} classes"
+              + (f" [{split}]" if split else ""))
+    if "" not in built:
+        print(f"use it with: dataset: {{name: imagefolder, root: {args.source}, store: {args.out}, "
+              f"resolution: {args.resolution}}}")
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -352,6 +414,21 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="the folder to write")
     ex.add_argument("--overwrite", action="store_true", help="replace a folder ddistill exported before")
     ex.set_defaults(func=cmd_export)
+    bs = sub.add_parser("build-store", help="decode an ImageFolder tree once into a memory-mapped uint8 store (for "
+                                            "datasets too large for RAM; see dataset.store)")
+    bs.add_argument("source", help="one ImageFolder split (a sub-folder of images per class), or a dataset root "
+                                   "holding train/ and test/ (or val/), or a .tar/.tar.gz of one: then OUT gets one "
+                                   "store per split (OUT/train, OUT/test), the layout dataset.store reads")
+    bs.add_argument("out", help="the store folder to create (must not exist, unless --overwrite)")
+    bs.add_argument("--resolution", type=int, required=True, help="side of the stored square images in pixels")
+    bs.add_argument("--resize", choices=["center_crop", "stretch"], default="center_crop",
+                    help="center_crop (default): shorter side to R, then the central R x R crop; stretch: R x R "
+                         "ignoring the aspect ratio")
+    bs.add_argument("--channels", type=int, choices=[1, 3], default=3, help="1 = grayscale, 3 = RGB (default)")
+    bs.add_argument("--workers", type=int, default=0, help="decoding processes (0 = this process)")
+    bs.add_argument("--max-per-class", type=int, default=None, help="keep the first N images of each class")
+    bs.add_argument("--overwrite", action="store_true", help="replace a store already at OUT")
+    bs.set_defaults(func=cmd_build_store)
     ls = sub.add_parser("list", help="list registered components")
     ls.add_argument("kind", choices=["models", "datasets", "graph_datasets", "gnns", "synthesizers", "evaluators",
                                      "augmentations", "importers", "exporters"])

@@ -1,5 +1,6 @@
 """Datasets: registries of loaders (images: whole splits as uint8 tensors; graphs: PyG ``Data`` lists), the
-class-indexed store of encoded real images, the pixel encoding (mean/std, ZCA) that travels with synthetic sets,
+class-indexed store of encoded real images (in RAM, or memory-mapped from an on-disk uint8 store for splits too large
+for RAM: :mod:`ddistill.data.store`), the pixel encoding (mean/std, ZCA) that travels with synthetic sets,
 the ``dataset:`` config block (:class:`DataSpec`) and the loaders of a run's training and evaluation data."""
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from .image import DATASETS, MEAN_STD
 from .info import DatasetInfo, ImageData
 from .real import RealData
 from .spec import DataSpec, is_graph_dataset, load_data, load_split, make_encoding
+from .store import ImageStore, MemmapRealData, build_store
 from .zca import ZCA
 
 __all__ = ["DATASETS", "MEAN_STD", "DataSpec", "DatasetInfo", "Encoding", "EvalData", "EvalNeeds", "ImageData",
-           "RealData", "ZCA", "get_dataset", "is_graph_dataset", "list_datasets", "load_data", "load_eval_data",
-           "load_real", "load_split", "make_encoding"]
+           "ImageStore", "MemmapRealData", "RealData", "ZCA", "build_store", "get_dataset", "is_graph_dataset",
+           "list_datasets", "load_data", "load_eval_data", "load_real", "load_split", "make_encoding"]
 
 
 def get_dataset(name: str, *, root: str | None = None, split: str = "train", download: bool = False,

@@ -96,7 +96,12 @@ def load_eval_data(spec: DataSpec | None, needs: EvalNeeds, *, encoding: Encodin
                 raise ValueError("load_eval_data: encoding= is required to load the real training split")
             real = loaded[0] if loaded is not None else None
             if real is None or real.encoding.to_meta() != encoding.to_meta():
-                real = RealData.from_images(load_split(spec, "train"), encoding, device, spec=spec)
+                if spec.store is not None:  # read batch by batch from the store, never decoded whole into RAM
+                    from .store import load_store_real
+
+                    real = load_store_real(spec, encoding, device)
+                else:
+                    real = RealData.from_images(load_split(spec, "train"), encoding, device, spec=spec)
             data.train = real
     for target in needs.downstream:
         if target.zca:

@@ -79,6 +79,26 @@ def _resolve_folder_root(root: str | None, name: str) -> Path:
     return path
 
 
+def find_classes(folder: Path) -> list[str]:
+    """The class names of an ImageFolder split: the sorted names of the sub-folders of ``folder`` (torchvision
+    ImageFolder's rule); [] when ``folder`` is not a folder."""
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def list_images(folder: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    """Every image file of ``folder/<class>/`` for ``classes`` in order, class-major and sorted by name within a class,
+    with its class index. A class without a folder contributes nothing (the caller decides whether that is an error).
+    """
+    paths: list[Path] = []
+    labels: list[int] = []
+    for c, cls in enumerate(classes):
+        files = sorted(p for p in (folder / cls).glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS) \
+            if (folder / cls).is_dir() else []
+        paths += files
+        labels += [c] * len(files)
+    return paths, labels
+
+
 def _decode(paths: list[Path], image_size: tuple[int, int] | None, channels: int, desc: str) -> Tensor:
     from PIL import Image, UnidentifiedImageError
 
@@ -170,7 +190,7 @@ def imagefolder(
     if image_size is not None and (len(image_size) != 2 or any(int(v) < 1 for v in image_size)):
         raise ValueError(f"dataset.kwargs.image_size must be [H, W] with positive sides, got {list(image_size)}")
     base = _resolve_folder_root(root, alias)
-    classes = sorted(p.name for p in (base / "train").iterdir() if p.is_dir()) if (base / "train").is_dir() else []
+    classes = find_classes(base / "train")
     if not classes:
         raise FileNotFoundError(f"dataset '{alias}': no class folders under {base / 'train'} (expected train/<class>/*.jpg)")
     size = tuple(image_size) if image_size else None
@@ -179,12 +199,7 @@ def imagefolder(
         folder = base / s
         if not folder.is_dir():
             raise FileNotFoundError(f"dataset '{alias}': split folder {folder} is missing; found {sorted(os.listdir(base))}")
-        paths, labels = [], []
-        for c, cls in enumerate(classes):
-            files = sorted(p for p in (folder / cls).glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS) \
-                if (folder / cls).is_dir() else []
-            paths += files
-            labels += [c] * len(files)
+        paths, labels = list_images(folder, classes)
         if not paths:
             raise FileNotFoundError(f"dataset '{alias}': no images under {folder}")
         key = ("imagefolder", folder.resolve(), size, channels, len(paths), _folder_fingerprint(paths, folder))

@@ -3,12 +3,13 @@ loads it (:func:`load_data`), for images and graphs alike."""
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from . import folder as _folder  # noqa: F401  (registers imagefolder, cifar10_jpeg, tinyimagenet)
+from .classes import select_classes
 from .encoding import Encoding
 from .image import DATASETS
 from .info import ImageData
@@ -32,6 +33,13 @@ class DataSpec:
         classes: keep only these classes of an image dataset, relabelled 0..k-1 in the listed order (None = all).
             Class-split protocols use it: e.g. CIFAR-10 classes 0-4 as an unlabelled transfer source and 5-9 as the
             labelled target, so source and target never share a label.
+        store: a folder of memory-mapped uint8 stores, one per split (``<store>/train``, ``<store>/test``), for
+            folder datasets (``imagefolder``, ``cifar10_jpeg``) too large to decode into RAM; built from ``root``
+            on first use (or ahead with ``ddistill build-store``). The training split is then read batch by batch
+            (:class:`~ddistill.data.store.MemmapRealData`) instead of held in memory; None (default) = the in-RAM
+            path. See :mod:`ddistill.data.store`.
+        resolution: side in pixels of a store's square images (shorter side resized, centre crop), e.g. 64 or 128;
+            needed to build the store, checked against an existing one.
     """
 
     name: str = "digits"
@@ -41,8 +49,16 @@ class DataSpec:
     zca_eps: float = 0.1
     kwargs: dict[str, Any] = field(default_factory=dict)
     classes: list[int] | None = None
+    store: str | None = None
+    resolution: int | None = None
 
     def __post_init__(self) -> None:
+        if self.resolution is not None:
+            if isinstance(self.resolution, bool) or not isinstance(self.resolution, int) or self.resolution < 1:
+                raise ValueError(f"dataset.resolution must be a positive integer (pixels), got {self.resolution!r}")
+            if self.store is None:
+                raise ValueError("dataset.resolution is the side of a store's images: set dataset.store=<folder> too "
+                                 "(for images decoded into RAM, resize with dataset.kwargs.image_size=[H, W])")
         if self.classes is not None:
             if not self.classes or len(set(self.classes)) != len(self.classes) or any(
                     not isinstance(c, int) or c < 0 for c in self.classes):
@@ -52,7 +68,8 @@ class DataSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "root": self.root, "download": self.download, "zca": self.zca,
                 "zca_eps": self.zca_eps, "kwargs": dict(self.kwargs),
-                "classes": None if self.classes is None else list(self.classes)}
+                "classes": None if self.classes is None else list(self.classes), "store": self.store,
+                "resolution": self.resolution}
 
     def label(self) -> str:
         """A short name for tables and keys: ``cifar10`` or ``cifar10[5,6,7,8,9]``."""
@@ -78,27 +95,17 @@ def check_kwargs(loader: Any, kwargs: dict[str, Any], dataset: str) -> None:
 
 
 def load_split(spec: DataSpec, split: str) -> ImageData:
-    """One split of an image dataset as uint8 pixels (unknown names list the registered datasets)."""
+    """One split of an image dataset as uint8 pixels (unknown names list the registered datasets). With
+    ``spec.store`` the split is read from its store and copied into RAM whole (for the test split, or a store small
+    enough; :func:`load_data` maps the training split instead)."""
+    if spec.store is not None:
+        from .store import load_store_split
+
+        return load_store_split(spec, split)
     loader = DATASETS.get(spec.name)
     check_kwargs(loader, spec.kwargs, spec.name)
     data = loader(root=spec.root, split=split, download=spec.download, **spec.kwargs)
     return data if spec.classes is None else select_classes(data, spec.classes, where=f"dataset '{spec.name}'")
-
-
-def select_classes(data: ImageData, classes: list[int], *, where: str = "dataset") -> ImageData:
-    """The images of ``classes`` only, relabelled ``classes[i] -> i`` (names follow). Shape: x (N', C, H, W)."""
-    k = data.info.num_classes
-    bad = [c for c in classes if not 0 <= c < k]
-    if bad:
-        raise ValueError(f"{where}: dataset.classes {bad} out of range; it has classes 0..{k - 1}")
-    lookup = torch.full((k,), -1, dtype=torch.long)
-    lookup[torch.tensor(classes)] = torch.arange(len(classes))
-    new_y = lookup[data.y]
-    keep = (new_y >= 0).nonzero().squeeze(1)
-    names = data.info.class_names
-    info = replace(data.info, num_classes=len(classes),
-                   class_names=tuple(names[c] for c in classes) if names else ())
-    return ImageData(data.x[keep], new_y[keep], info)
 
 
 def make_encoding(train: ImageData, *, zca: bool = False, zca_eps: float = 0.1,
@@ -122,8 +129,10 @@ def load_data(spec: DataSpec, device: torch.device | str = "cpu") -> tuple[Any, 
     """The training data of a run and its test data.
 
     Images: ``(RealData, ImageData)``, the encoded class-indexed training split (which remembers ``spec``, so every
-    set made from it records where its data came from) and the raw uint8 test split. Graphs: the whole
-    :class:`~ddistill.data.graph.GraphDataset` (train / val / test) twice, as Mirage and the graph evaluator take it.
+    set made from it records where its data came from) and the raw uint8 test split; with ``spec.store`` the
+    training split is a :class:`~ddistill.data.store.MemmapRealData` that reads class batches from disk. Graphs: the
+    whole :class:`~ddistill.data.graph.GraphDataset` (train / val / test) twice, as Mirage and the graph evaluator
+    take it.
     """
     if is_graph_dataset(spec.name):
         from .graph import GRAPH_DATASETS, load_graph_dataset
@@ -131,9 +140,15 @@ def load_data(spec: DataSpec, device: torch.device | str = "cpu") -> tuple[Any, 
         check_kwargs(GRAPH_DATASETS.get(spec.name), spec.kwargs, spec.name)
         if spec.classes is not None:
             raise ValueError(f"dataset.classes selects classes of image datasets; '{spec.name}' is a graph dataset")
+        if spec.store is not None:
+            raise ValueError(f"dataset.store holds images; '{spec.name}' is a graph dataset")
         graphs = load_graph_dataset(spec.name, spec.root, download=spec.download, **spec.kwargs)
         graphs.spec = spec
         return graphs, graphs
+    if spec.store is not None:
+        from .store import load_store_data
+
+        return load_store_data(spec, device)
     train = load_split(spec, "train")
     test = load_split(spec, "test")
     encoding = make_encoding(train, zca=spec.zca, zca_eps=spec.zca_eps)
