@@ -20,6 +20,15 @@ fitted its targets, and whose "random" row learned the target task's own labels)
   label pre-training reaches ``--fit-accuracy`` % train accuracy (through the evaluator itself, fine-tuning 1 step).
   The evaluation then reports the fit of every row and run (train and held-out R² / accuracy); a row that does not
   fit is flagged in the table, not dropped.
+- **Issue #15 fixes (KRR-ST's own settings).** The width-32 pool net has p + 1 = 513 features, close to N, where the
+  official ridge 1e-6 tr(K_ss) does not regularise: ``--ridge auto`` (default) picks it from ``--ridge-grid`` by the
+  held-out KRR loss at initialisation on ``--heldout-real`` source training images that the distillation never uses;
+  the held-out KRR loss and the images' movement are logged every ``--diagnostic-every`` steps and recorded in the
+  set (``meta["ridge"]``, ``meta["diagnostics"]``) and in ``krr_st.json``. ``--lr-images-units raw`` (default) reads
+  ``--lr`` for the images in [0, 1] pixels as the official code does (the set is stored normalised). Regression
+  pre-training runs in float32 (``--pretrain-precision auto``, the evaluator's default), the calibration too. The
+  official behaviour: ``--ridge 1e-6 --heldout-real 0 --lr-images-units x_space``. A work directory made with other
+  KRR-ST settings is refused (use a fresh ``--work``).
 - Optional ``--leak-row`` (``--stage leak``): a random subset of the *target* classes with their labels, the old
   comparison's leak at the new budget, paired with the other rows (same evaluator seeds).
 
@@ -32,6 +41,13 @@ the distilled set on held-out source test images, ``krr_st_transfer.stage_check`
 chain beside the random-subset calibration, then the runs), and the report. The committed result::
 
     python benchmarks/evaluation_transfer.py --stage all --threads 1 --jobs 2 --leak-row
+
+The issue-#15 re-measurement (the defaults above: ridge auto, held-out diagnostics, image lr in raw pixels, float32
+regression pre-training) needs a work directory of its own, since ``runs/evaluation_transfer`` holds sets made with the
+official settings::
+
+    python benchmarks/evaluation_transfer.py --stage all --threads 1 --jobs 2 --leak-row \
+        --work runs/evaluation_transfer_issue15
 """
 from __future__ import annotations
 
@@ -87,6 +103,15 @@ def parse() -> argparse.Namespace:
     p.add_argument("--num-models", type=int, default=4)
     p.add_argument("--online-iteration", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-images-units", default="raw", choices=["x_space", "raw", "encoded"],
+                   help="units of --lr for the images (raw = [0, 1] pixels, the official code's)")
+    p.add_argument("--ridge", default="auto", help="a number (lambda = ridge * tr(K_ss); official 1e-6) or auto")
+    p.add_argument("--ridge-grid", type=float, nargs="+", default=None, help="candidates of --ridge auto")
+    p.add_argument("--heldout-real", type=int, default=1024,
+                   help="source training images held out of the distillation for the held-out KRR loss")
+    p.add_argument("--diagnostic-every", type=int, default=25, help="steps between KRR-ST diagnostics")
+    p.add_argument("--pretrain-precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="evaluator.pretrain_precision (auto: fp32 for regression targets)")
     # pre-training epochs: given, or calibrated on the fit
     p.add_argument("--pretrain-epochs", type=int, default=0, help="0 = calibrate (--stage calibrate)")
     p.add_argument("--fit-r2", type=float, default=0.8, help="calibration target: train R² of the set's pre-training")
@@ -166,7 +191,7 @@ def transfer_config(args: argparse.Namespace, epochs: int, **changes):
                          finetune=dataclasses.replace(base.finetune, iterations=args.finetune_iterations),
                          linear_probe=not args.no_linear_probe, probe=LinearProbeConfig(iterations=args.probe_iterations),
                          controls=list(CONTROLS), teacher=args.teacher, min_fit_r2=args.min_fit_r2,
-                         min_fit_accuracy=args.min_fit_accuracy)
+                         min_fit_accuracy=args.min_fit_accuracy, pretrain_precision=args.pretrain_precision)
     return dataclasses.replace(cfg, **changes)
 
 
@@ -193,8 +218,36 @@ def _krr_config(args: argparse.Namespace, work: Path, iterations: int):
     cls = SYNTHESIZERS.get("krr_st")
     common = {"num_images": args.num_images, "teacher": str(work / "teacher.pt"), "model": args.model,
               "model_kwargs": _model_kwargs(args), "num_models": args.num_models,
-              "online_iteration": args.online_iteration, "batch_real": args.batch_real, "lr": args.lr}
+              "online_iteration": args.online_iteration, "batch_real": args.batch_real, "lr": args.lr,
+              "lr_images_units": args.lr_images_units, "ridge": args.ridge, "heldout_real": args.heldout_real,
+              "diagnostic_every": args.diagnostic_every}
+    if args.ridge_grid:
+        common["ridge_grid"] = list(args.ridge_grid)
     return cls, common, cls.config_from_preset("cifar100", iterations=iterations, checkpoint_every=25, **common)
+
+
+#: KRR-ST settings that change the initial set or the distillation: a cached stage made with others is refused.
+_CACHE_KEYS = ("num_images", "model", "model_kwargs", "num_models", "online_iteration", "batch_real", "lr",
+               "lr_images_units", "ridge", "ridge_grid", "heldout_real")
+
+
+def _check_cached(cached: dict, current: dict, what: str) -> None:
+    """Refuses a cached stage made with other KRR-ST settings (a setting either side did not record reads as the
+    config default, which is the official behaviour for every issue-#15 option)."""
+    from ddistill.config import to_dict
+    from synthesizers.krr_st import KRRSTConfig
+
+    defaults = to_dict(KRRSTConfig())
+
+    def value(d: dict, key: str):
+        v = d.get(key, defaults.get(key))
+        return float(v) if key == "ridge" and v != "auto" else v
+
+    diff = [f"{k}: cached {value(cached, k)!r}, asked {value(current, k)!r}" for k in _CACHE_KEYS
+            if value(cached, k) != value(current, k)]
+    if diff:
+        raise SystemExit(f"{what} in the work directory was made with other KRR-ST settings ({'; '.join(diff)}): use a "
+                         f"fresh --work")
 
 
 def _teacher_copy(args: argparse.Namespace, work: Path) -> None:
@@ -207,9 +260,12 @@ def stage_init(args: argparse.Namespace, real, work: Path) -> None:
     """The KRR-ST set before any outer step (the same seed as the distillation, so the images and teacher targets it
     starts from): the objective check's reference, and all the random-subset calibration needs (the set's size)."""
     _teacher_copy(args, work)
+    cls, common, cfg = _krr_config(args, work, 0)
     if (work / "krr_st_init.pt").exists():
+        from ddistill.synset import SyntheticSet
+
+        _check_cached(SyntheticSet.load(work / "krr_st_init.pt").meta["config"], common, "krr_st_init.pt")
         return
-    cls, _, cfg = _krr_config(args, work, 0)
     cls(cfg, seed=args.seed).fit(real).save(work / "krr_st_init.pt")
 
 
@@ -220,16 +276,26 @@ def stage_distill(args: argparse.Namespace, real, work: Path) -> dict:
     from synthesizers.callbacks import Checkpoint, StopAfter
 
     summary_path = work / "krr_st.json"
-    if summary_path.exists() and (work / "krr_st.pt").exists():
-        return json.loads(summary_path.read_text())
-    stage_init(args, real, work)
     cls, common, cfg = _krr_config(args, work, args.iterations)
+    if summary_path.exists() and (work / "krr_st.pt").exists():
+        summary = json.loads(summary_path.read_text())
+        _check_cached(summary["config"], common, "krr_st.json")
+        return summary
+    stage_init(args, real, work)
     synth = cls(cfg, seed=args.seed)
     losses: list[float] = []
+    diagnostics: list[dict] = []
+
+    def record(s, step: int, logs: dict) -> None:
+        losses.append(logs["loss"])
+        if "image_shift_pixels" in logs:
+            diagnostics.append({"step": step, **{k: v for k, v in logs.items() if k != "loss"}})
+            print(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in diagnostics[-1].items() if k != "step"),
+                  flush=True)
+
     t0 = time.perf_counter()
     synset = synth.fit(real, callbacks=[Checkpoint(work / "krr_st.ckpt", cfg.checkpoint_every, resume=True),
-                                        StopAfter(wall_seconds=60 * args.distill_minutes),
-                                        lambda s, step, logs: losses.append(logs["loss"])])
+                                        StopAfter(wall_seconds=60 * args.distill_minutes), record])
     seconds = time.perf_counter() - t0
     synset.save(work / "krr_st.pt")
     steps = int(synth.iteration)
@@ -240,7 +306,9 @@ def stage_distill(args: argparse.Namespace, real, work: Path) -> dict:
                "seconds_per_iteration_incl_pool_init": seconds / max(len(losses), 1),
                "config": dict(common), "loss_first": losses[0] if losses else None,
                "loss_last": losses[-1] if losses else None, "losses": losses, "pool": synset.meta.get("pool"),
-               "resumed": len(losses) < steps, "lr_at_stop": synth.lr_at(steps)}
+               "resumed": len(losses) < steps, "lr_at_stop": synth.lr_at(steps),
+               "ridge": synset.meta.get("ridge"), "outer_lr": synset.meta.get("outer_lr"),
+               "diagnostics": synset.meta.get("diagnostics"), "logged_diagnostics": diagnostics}
     write_json(summary_path, summary)
     (work / "krr_st.ckpt").unlink(missing_ok=True)
     print(f"distilled {steps} outer steps in {seconds / 60:.1f} min", flush=True)
@@ -257,7 +325,8 @@ def calibrate_set(args: argparse.Namespace, test, work: Path) -> dict:
     from ddistill.synset import SyntheticSet
     from ddistill.utils.seed import derive_seed, make_generator
     from ddistill.utils.train import criterion_for, predict, train_classifier
-    from evaluators.transfer import PRETRAIN_MODEL_STREAM, PRETRAIN_RECIPES, PRETRAIN_STREAM, _regression_fit, _Reencode
+    from evaluators.transfer import (PRETRAIN_MODEL_STREAM, PRETRAIN_RECIPES, PRETRAIN_STREAM, _regression_fit, _Reencode,
+                                     pretrain_perf)
     from synthesizers.krr_st.teacher import load_teacher
 
     path = work / "calib_set.json"
@@ -266,7 +335,9 @@ def calibrate_set(args: argparse.Namespace, test, work: Path) -> dict:
     t0 = time.perf_counter()
     synset = SyntheticSet.load(work / "krr_st.pt")
     cfg = transfer_config(args, args.max_pretrain_epochs)
-    perf = cfg.perf.resolve("cpu")
+    # The evaluator's precision rule (float32 for regression targets by default), so the calibration fits as the
+    # evaluation will.
+    perf = pretrain_perf(cfg.perf.resolve("cpu"), "regression", cfg.pretrain_precision)
     step, top = args.calib_step, args.max_pretrain_epochs
     encoding = Encoding.from_meta(synset.meta["encoding"], synset.tensors)
     teacher, info = load_teacher(args.teacher)
@@ -303,7 +374,7 @@ def calibrate_set(args: argparse.Namespace, test, work: Path) -> dict:
         pass
     fitted = bool(curve) and curve[-1]["train_r2"] >= args.fit_r2
     result = {"curve": curve, "fitted": fitted, "epochs": curve[-1]["epochs"] if fitted else top,
-              "seconds": time.perf_counter() - t0}
+              "seconds": time.perf_counter() - t0, "precision": "bf16" if perf.bf16 else "fp32"}
     write_json(path, result)
     return result
 
@@ -688,7 +759,10 @@ def stage_report(args: argparse.Namespace, work: Path, wall: float | None = None
                     "CIFAR-10 train images of all 10 classes (it saw images of the target classes, never a label); "
                     "made by krr_st_transfer.py"},
         "krr_st": {"num_images": kc["num_images"], "iterations": distill["iterations"], "batch_real": kc["batch_real"],
-                   "num_models": kc["num_models"], "online_iteration": kc["online_iteration"], "lr": kc["lr"]},
+                   "num_models": kc["num_models"], "online_iteration": kc["online_iteration"], "lr": kc["lr"],
+                   # absent from work directories of earlier versions: the official behaviour
+                   "lr_images_units": kc.get("lr_images_units", "x_space"), "ridge": kc.get("ridge", 1e-6),
+                   "heldout_real": kc.get("heldout_real", 0)},
         "pretrain_epochs": epochs, "finetune_iterations": det["finetune_iterations"],
         "finetune_data": f"{runs[0]['target_train_images'][target_label]} labelled target train images "
                          f"({args.target_per_class} per class)",
@@ -757,6 +831,7 @@ def stage_report(args: argparse.Namespace, work: Path, wall: float | None = None
            f"{check['krr_st_init']['untrained']['mean']:.4g} / {check['krr_st_init'][after]['mean']:.4g}, "
            f"distilled {check['krr_st']['untrained']['mean']:.4g} / {check['krr_st'][after]['mean']:.4g}."
            if check else "") + "\n",
+        _krr_diagnostics_line(distill),
         "Fit: the pre-trained network on its own training targets (train) and on held-out source test images "
         "(teacher representations for regression rows, source labels for the label row), mean over runs; "
         f"**NOT FITTED** = below R² {args.min_fit_r2} / accuracy {args.min_fit_accuracy} % on its own targets. "
@@ -784,6 +859,33 @@ def stage_report(args: argparse.Namespace, work: Path, wall: float | None = None
     lines += ["## What this shows\n", " ".join(result["conclusions"]) + "\n"]
     out.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))
+
+
+def _krr_diagnostics_line(distill: dict) -> str:
+    """The ridge choice and the held-out diagnostics of the distillation (issue #15), or why they are missing."""
+    ridge, diag, lr = distill.get("ridge"), distill.get("diagnostics"), distill.get("outer_lr")
+    if not ridge or not diag:
+        return ("**Ridge / held-out diagnostics**: not recorded (a work directory of an earlier version: ridge 1e-6, "
+                "no held-out images).\n")
+    out = (f"**Ridge**: {ridge['rule']} -> {ridge['value']:g} x tr(K_ss) ({ridge['why']}); features p + 1 = "
+           f"{ridge.get('features')} for N = {ridge.get('num_images')} (ratio {ridge.get('interpolation_ratio', 0):.2f})")
+    if ridge.get("grid"):
+        out += "; held-out KRR loss per candidate: " + ", ".join(
+            f"{g:g}: {v:.4g}" for g, v in zip(ridge["grid"], ridge["heldout_loss"]))
+    out += ". "
+    if lr:
+        px = lr.get("images_in_raw_pixels")
+        out += (f"Image lr {lr['given']:g} given in {lr['given_units']} units -> {lr['images']:.3g} in "
+                f"{lr['images_units']} units" + (f" ({px:.3g} in [0, 1] pixels)" if px is not None else "") + ". ")
+    start, end = diag.get("start") or {}, diag.get("end") or {}
+    if "heldout_krr_loss" in end:
+        out += (f"Held-out KRR loss ({diag['heldout_images']} held-out source train images) "
+                f"{start.get('heldout_krr_loss', float('nan')):.4g} at step {start.get('step', 0)} -> "
+                f"{end['heldout_krr_loss']:.4g} at step {end['step']}; ")
+    out += (f"the images moved {end.get('image_shift_pixels', float('nan')):.4f} in [0, 1] pixels "
+            f"({end.get('image_shift_encoded', float('nan')):.4f} encoded), the targets "
+            f"{end.get('target_shift', float('nan')):.4f} on average.\n")
+    return out
 
 
 def main() -> None:

@@ -230,7 +230,8 @@ def stage_check(args: argparse.Namespace, test, work: Path, nets: int = 2, steps
     """Did the distillation lower its own objective? The KRR-ST loss of the initial and the distilled set on the same
     held-out real images (``batches`` x ``batch_real`` CIFAR-10 *test* images, no augmentation), with ``nets`` fresh
     networks of the pool's architecture, each measured untrained and after ``steps`` full-batch online steps on the
-    set being scored (the pool's recipe). Same networks, same real images for both sets."""
+    set being scored (the pool's recipe). Same networks, same real images for both sets, and the same ridge: the one
+    the distilled set used (``meta["ridge"]``: e.g. a ``ridge: auto`` choice; 1e-6 for sets that record none)."""
     import torch
     import torch.nn.functional as F
 
@@ -254,7 +255,8 @@ def stage_check(args: argparse.Namespace, test, work: Path, nets: int = 2, steps
     x_real = Encoding.from_meta(init.meta["encoding"], init.tensors).encode(test.x[idx])
     with torch.no_grad():
         y_real = teacher(x_real)
-    result: dict = {"nets": nets, "online_steps": steps, "real_images": int(idx.numel()),
+    ridge = float((SyntheticSet.load(work / "krr_st.pt").meta.get("ridge") or {}).get("value") or 1e-6)
+    result: dict = {"nets": nets, "online_steps": steps, "real_images": int(idx.numel()), "ridge": ridge,
                     "real_source": "CIFAR-10 test split (held out), no augmentation"}
     for name in ("krr_st_init", "krr_st"):
         synset = SyntheticSet.load(work / f"{name}.pt")
@@ -270,7 +272,7 @@ def stage_check(args: argparse.Namespace, test, work: Path, nets: int = 2, steps
                     net.eval()
                     with torch.no_grad():
                         f_syn = net.embed(x)
-                        vals = [float(F.mse_loss(krr_predict(f_syn, net.embed(xb), y), yb))
+                        vals = [float(F.mse_loss(krr_predict(f_syn, net.embed(xb), y, ridge=ridge), yb))
                                 for xb, yb in zip(x_real.chunk(batches), y_real.chunk(batches))]
                     scores["untrained" if t == 0 else f"after_{steps}_steps"].append(sum(vals) / len(vals))
                 if t < steps:

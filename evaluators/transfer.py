@@ -11,7 +11,9 @@ For each of ``num_runs`` runs:
    - ``soft``: the ``hard`` recipe with soft cross-entropy (not the official KIP/FRePo recipe, which uses AdamW);
    - ``none``: no pre-training (the ``test_scratch.py`` baseline).
 
-   ``pretrain_recipe`` overrides fields of the chosen recipe (e.g. ``{epochs: 400}``).
+   ``pretrain_recipe`` overrides fields of the chosen recipe (e.g. ``{epochs: 400}``). ``pretrain_precision``
+   (default "auto") runs regression pre-training in float32 whatever ``perf.bf16`` says, and records the precision
+   each row pre-trained in (``details["pretrain_precision"]``).
 
 2. **Fine-tune** the whole network on each downstream dataset: the pre-trained head is dropped and a fresh classifier
    added (``algorithms/finetune.py``), SGD lr 0.01, momentum 0.9, wd 5e-4, batch 256, cosine schedule over
@@ -68,8 +70,9 @@ from ddistill.utils.train import TrainRecipe, accuracy, criterion_for, predict, 
 
 from .base import EVALUATORS, EvalResult, Evaluator, resolve_model
 
-__all__ = ["CONTROLS", "PRETRAIN_RECIPES", "PretrainRecipe", "TransferConfig", "TransferEvaluator", "default_targets",
-           "prepare_downstream", "shares_labels", "transplant_backbone"]
+__all__ = ["CONTROLS", "PRETRAIN_PRECISIONS", "PRETRAIN_RECIPES", "PretrainRecipe", "TransferConfig",
+           "TransferEvaluator", "default_targets", "prepare_downstream", "pretrain_perf", "shares_labels",
+           "transplant_backbone"]
 
 #: ``derive_seed`` streams: pre-training networks, fine-tuning networks (per target), fine-tuning order, probes,
 #: pre-training order.
@@ -111,6 +114,25 @@ PRETRAIN_RECIPES: dict[str, PretrainRecipe] = {
     "soft": PretrainRecipe("soft", dict(_DC_PRETRAIN), "DC recipe with soft cross-entropy (not official)"),
 }
 _PRETRAIN_CHOICES = ["auto", "none", *PRETRAIN_RECIPES]
+#: ``pretrain_precision`` choices: "auto" = float32 for regression targets, ``perf.bf16`` for labels.
+PRETRAIN_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def pretrain_perf(perf: PerfConfig, criterion: str, precision: str = "auto") -> PerfConfig:
+    """The (resolved) speed settings a pre-training on ``criterion`` targets runs with.
+
+    "auto": float32 for "regression" -- bf16 autocast keeps 8 mantissa bits (about 3 significant digits), so the
+    network's outputs cannot match continuous targets closer than that, which is why KRR-ST turns bf16 off when it makes
+    the targets -- and ``perf.bf16`` for label recipes ("hard", "soft"), where argmax-based accuracy does not need the
+    digits. "fp32" / "bf16" force it. Everything else in ``perf`` is kept.
+    """
+    if precision not in PRETRAIN_PRECISIONS:
+        raise ValueError(f"unknown pretrain_precision '{precision}'; choose from {list(PRETRAIN_PRECISIONS)}")
+    if precision == "auto":
+        bf16 = bool(perf.bf16) and criterion != "regression"
+    else:
+        bf16 = precision == "bf16"
+    return dataclasses.replace(perf, bf16=bf16)
 _DOWNSTREAM_ENCODINGS = ("own", "source")
 
 
@@ -132,6 +154,10 @@ class TransferConfig:
         pretrain: "auto" (from the set's label kind), "regression", "hard", "soft" or "none".
         pretrain_recipe: :class:`TrainRecipe` fields overriding the chosen pre-training recipe (e.g. ``{epochs: 400}``;
             official 1000 epochs).
+        pretrain_precision: "auto" (float32 for regression targets, the set's and ``random_teacher_targets``', even when
+            ``perf.bf16`` is on: bf16 rounds the outputs to ~3 significant digits; ``perf.bf16`` for label
+            pre-training), "fp32" or "bf16". Fine-tuning always follows ``perf``. Recorded per row as
+            ``pretrain_precision`` ("fp32" / "bf16").
         finetune: the fine-tuning recipe (official: 10,000 SGD steps for CIFAR/TinyImageNet targets, 5,000 for the
             fine-grained ones, cosine, pad-4 crop + flip; ``augment: {name: pad_crop_flip, flip: false}`` for SVHN).
         downstream_encoding: "own" (downstream mean/std, official) or "source" (the set's encoding).
@@ -157,6 +183,7 @@ class TransferConfig:
     num_runs: int = 3
     pretrain: str = "auto"
     pretrain_recipe: dict[str, Any] = field(default_factory=dict)
+    pretrain_precision: str = "auto"
     finetune: TrainRecipe = field(default_factory=_finetune_recipe)
     downstream_encoding: str = "own"
     linear_probe: bool = False
@@ -174,6 +201,9 @@ class TransferConfig:
     def __post_init__(self) -> None:
         if self.pretrain not in _PRETRAIN_CHOICES:
             raise ValueError(f"unknown pretrain '{self.pretrain}'; choose from {_PRETRAIN_CHOICES}")
+        if self.pretrain_precision not in PRETRAIN_PRECISIONS:
+            raise ValueError(f"unknown pretrain_precision '{self.pretrain_precision}'; choose from "
+                             f"{list(PRETRAIN_PRECISIONS)}")
         if self.downstream_encoding not in _DOWNSTREAM_ENCODINGS:
             raise ValueError(f"unknown downstream_encoding '{self.downstream_encoding}'; choose from "
                              f"{list(_DOWNSTREAM_ENCODINGS)}")
@@ -271,6 +301,7 @@ class _Row:
     uses_labels: bool
     fit: list[dict[str, Any]] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    precision: str | None = None  # "fp32" / "bf16" of its pre-training (None: none)
 
 
 @EVALUATORS.register("transfer")
@@ -375,6 +406,7 @@ class TransferEvaluator(Evaluator):
                 if pretrained is not None:
                     row.seconds.append(time.perf_counter() - start)
                     row.fit.append(self._fit(pretrained, row, synset, heldout, perf))
+                    row.precision = getattr(pretrained, "_precision", None)
                 for t, (name, (x_tr, y_tr, x_te, y_te, k, augment)) in enumerate(data.items()):
                     # Every row fine-tunes with the set's seeds: same head initialisation, same data order (paired).
                     family = ModelFamily(model, in_channels=channels, num_classes=k, image_size=size,
@@ -415,6 +447,8 @@ class TransferEvaluator(Evaluator):
                 "finetune_iterations": cfg.finetune.iterations, "resolution": list(size),
                 "downstream_encoding": cfg.downstream_encoding, "train_size": int(x_syn.shape[0]), "seed": self.seed,
                 "pretrain_seconds": set_row.seconds, "finetune_seconds": seconds[name],
+                "pretrain_precision": set_row.precision, "pretrain_precision_rule": cfg.pretrain_precision,
+                "finetune_precision": "bf16" if perf.bf16 else "fp32",
             }
             warnings: list[str] = []
             if cfg.linear_probe:
@@ -442,6 +476,7 @@ class TransferEvaluator(Evaluator):
                         warnings.append(f"control {row.name}'s pre-training did not fit its targets "
                                         f"({entry['pretrain_fit']['what']})")
                     entry["pretrain_seconds"] = row.seconds
+                    entry["pretrain_precision"] = row.precision
                 if entry["label_leak"]:
                     warnings.append(f"control {row.name} pre-trained with labels the target {name} shares")
                 controls[row.name] = entry
@@ -578,11 +613,14 @@ class TransferEvaluator(Evaluator):
         net = family.build(run, dev)
         augment = build_augment(recipe.augment, self._dataset)
         generator = make_generator(derive_seed(self.seed, PRETRAIN_STREAM, run, *extra))
-        train_classifier(perf.prepare_model(net), x, y, recipe, augment=augment,
-                         criterion=criterion_for(kind.criterion), generator=generator, perf=perf,
+        # Regression targets are not fitted under bf16 unless asked for (pretrain_precision).
+        pre_perf = pretrain_perf(perf, kind.criterion, cfg.pretrain_precision)
+        train_classifier(pre_perf.prepare_model(net), x, y, recipe, augment=augment,
+                         criterion=criterion_for(kind.criterion), generator=generator, perf=pre_perf,
                          progress=f"pre-train {run + 1}/{cfg.num_runs}" if cfg.progress else False)
         net._fit_data = (x, y)  # read by _fit, dropped with the network
         net._fit_classes = kind.criterion != "regression"
+        net._precision = "bf16" if pre_perf.bf16 else "fp32"
         return net
 
 

@@ -104,3 +104,90 @@ def test_bad_controls_are_named():
         DataSpec(name="digits", classes=[1, 1])
     with pytest.raises(ValueError, match="covers every class"):
         default_targets(DataSpec(name="digits", classes=list(range(10))), 10)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue #15: pre-training precision, and what the random-subset control reads
+# ---------------------------------------------------------------------------------------------------------------
+def _regression_set(seed: int = 1):
+    """Random source images with a fixed random network's outputs as regression targets (no teacher file)."""
+    import torch
+
+    real, _ = load_data(SOURCE)
+    synset = RandomSubset(RandomConfig(ipc=4), seed=seed).fit(real)
+    net = create_model("convnet_bn", in_channels=1, num_classes=0, image_size=8, width=4, depth=1)
+    with torch.no_grad():
+        synset.tensors["y"] = net.eval()(synset.x)
+    synset.meta.update(labels="regression")
+    return synset
+
+
+@pytest.mark.parametrize("labels,precision,pretrain_bf16", [
+    ("regression", "auto", False),  # the default: regression targets are fitted in float32 even with bf16 on
+    ("regression", "bf16", True),
+    ("hard", "auto", True),         # label pre-training follows perf.bf16
+    ("hard", "fp32", False),
+])
+def test_pretraining_precision_is_explicit_and_recorded(monkeypatch, source_set, labels, precision, pretrain_bf16):
+    import evaluators.transfer as transfer
+    from ddistill.utils.perf import PerfConfig
+
+    calls: list[tuple[str, bool]] = []
+    real_train = transfer.train_classifier
+
+    def spy(model, x, y, recipe, **kw):
+        calls.append(("pretrain" if "criterion" in kw else "finetune", bool(kw["perf"].bf16)))
+        return real_train(model, x, y, recipe, **kw)
+
+    monkeypatch.setattr(transfer, "train_classifier", spy)
+    synset = _regression_set() if labels == "regression" else source_set
+    bf16_on = PerfConfig(channels_last=False, bf16=True, compile=False)
+    cfg = _cfg(1, controls=[], perf=bf16_on, pretrain_precision=precision,
+               finetune=TrainRecipe(iterations=2, batch_size=16, augment="none"))
+    res = _evaluate(TransferEvaluator(cfg, seed=0), synset, SOURCE)
+    assert calls == [("pretrain", pretrain_bf16), ("finetune", True)]
+    d = res.details
+    assert d["pretrain_precision"] == ("bf16" if pretrain_bf16 else "fp32") and d["finetune_precision"] == "bf16"
+    assert d["pretrain_precision_rule"] == precision
+
+
+def test_pretrain_perf_rule_and_bad_precision():
+    from ddistill.utils.perf import PerfConfig
+    from evaluators.transfer import pretrain_perf
+
+    on = PerfConfig(channels_last=True, bf16=True, compile=False)
+    assert pretrain_perf(on, "regression").bf16 is False and pretrain_perf(on, "regression").channels_last is True
+    assert pretrain_perf(on, "soft").bf16 is True
+    assert pretrain_perf(PerfConfig(False, False, False), "hard", "bf16").bf16 is True
+    assert TransferConfig().pretrain_precision == "auto"
+    with pytest.raises(ValueError, match=r"pretrain_precision.*'fp32'"):
+        TransferConfig(pretrain_precision="half")
+
+
+def test_random_subset_reads_source_images_and_source_labels_only(monkeypatch, source_set):
+    import torch
+
+    seen: list[tuple] = []
+    original = TransferEvaluator._pretrain
+
+    def capture(self, x, y, *args, **kw):
+        seen.append((kw.get("stream", 0), x.detach().clone(), y.detach().clone()))
+        return original(self, x, y, *args, **kw)
+
+    monkeypatch.setattr(TransferEvaluator, "_pretrain", capture)
+    ev = TransferEvaluator(_cfg(1, controls=["random_subset"], num_runs=2,
+                                finetune=TrainRecipe(iterations=2, batch_size=16, augment="none")), seed=0)
+    res = _evaluate(ev, source_set, SOURCE)
+    real, _ = load_data(SOURCE)
+    subsets = [(x, y) for stream, x, y in seen if stream]
+    assert len(subsets) == 2  # one fresh draw per run
+    for x, y in subsets:
+        assert len(x) == len(source_set) and int(y.max()) <= 4 and set(y.tolist()) == {0, 1, 2, 3, 4}
+        # Every image is a source training image, labelled with its own source label.
+        match = (x[:, None] == real.x[None]).flatten(2).all(2)
+        assert bool(match.any(1).all())
+        assert torch.equal(y, real.y[match.float().argmax(1)])
+    # ... and the target (fine-tuning, scoring) is the disjoint class split.
+    target = default_targets(SOURCE, 10)[0]
+    assert not set(target.classes) & set(SOURCE.classes) and res.details["downstream"] == target.label()
+    assert res.details["controls"]["random_subset"]["label_leak"] is False
