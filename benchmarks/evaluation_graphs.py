@@ -17,7 +17,13 @@ NCI1 is also run with the non-official Adam weight decay 1e-2 on the Mirage set 
     python benchmarks/evaluation_graphs.py --out benchmarks/results/evaluation_graphs
     python benchmarks/evaluation_graphs.py --md-only benchmarks/results/evaluation_graphs.json
 
-The second line re-writes the .md from the JSON (e.g. after editing the conclusions below).
+The second line re-writes the .md from the JSON (e.g. after editing the conclusions below). The official code's
+choices are mirage_graphs.py's flags (``--split-protocol``, ``--support-schedule``, ``--selection-split``,
+``--calibration``, ``--eval-timing``, ``--gnns gcn_ogb``); e.g. the official NCI1 / IMDB-B protocol::
+
+    python benchmarks/evaluation_graphs.py --datasets nci1 imdb_binary --gnns gcn_ogb --split-protocol official \
+        --support-schedule --selection-split val --eval-timing before_epoch --calibration none --alt-weight-decay \
+        --out benchmarks/results/evaluation_graphs_official
 """
 from __future__ import annotations
 
@@ -33,12 +39,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The per-dataset settings (supports, GNN hyper-parameters, budgets) live in mirage_graphs.py.
-from mirage_graphs import GNNS, PUBLISHED, RECIPE_KEYS, SPECS, fmt, summarise  # noqa: E402
+from mirage_graphs import (GNN_CHOICES, PUBLISHED, RECIPE_KEYS, SPECS, add_protocol_flags, fmt,  # noqa: E402
+                           load_dataset, protocol_settings, schedule_config, summarise)
 
 from ddistill.config import from_dict  # noqa: E402
-from ddistill.data.graph import load_graph_dataset  # noqa: E402
 from ddistill.io import machine_info, write_json  # noqa: E402
-from evaluators.graph import GraphEvalConfig, GraphEvaluator  # noqa: E402
+from evaluators.graph import GraphEvalConfig, GraphEvaluator, majority_rate  # noqa: E402
 from evaluators.graph_controls import CONTROLS, SIZE_FEATURES, control_warnings  # noqa: E402
 from synthesizers.mirage import Mirage, MirageConfig  # noqa: E402
 
@@ -87,14 +93,15 @@ def parse_protocols(items: list[str]) -> dict[str, list[float]]:
 
 
 def eval_config(gnn: str, hops: int, train_cfg: dict[str, Any], epochs: int, eval_every: int, threads: int,
-                extra: tuple[str, ...]) -> GraphEvalConfig:
-    """The evaluator config of mirage_graphs.py for one (GNN, set), with every control on."""
+                extra: tuple[str, ...], settings: dict[str, Any] | None = None) -> GraphEvalConfig:
+    """The evaluator config of mirage_graphs.py for one (GNN, set), with every control on; ``settings``: the protocol
+    flags' evaluator settings (calibration, eval_timing)."""
     recipe = {k: v for k, v in train_cfg.items() if k in RECIPE_KEYS}
     recipe["epochs"] = epochs
     return from_dict(GraphEvalConfig, {
         "model": gnn, "layers": hops, "eval_every": eval_every, "num_runs": 1, "threads": threads,
         "progress": False, "metric": "roc_auc", "extra_metrics": list(extra), "controls": list(CONTROLS),
-        "train": recipe, **{k: v for k, v in train_cfg.items() if k not in RECIPE_KEYS}})
+        "train": recipe, **(settings or {}), **{k: v for k, v in train_cfg.items() if k not in RECIPE_KEYS}})
 
 
 def _mean_of(v: Any) -> float:
@@ -166,7 +173,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="../shared/data", help="folder with tu/ and ogb/ (default ../shared/data)")
     p.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=sorted(SPECS))
-    p.add_argument("--gnns", nargs="*", default=["gcn"], choices=GNNS)
+    p.add_argument("--gnns", nargs="*", default=["gcn"], choices=GNN_CHOICES)
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
     p.add_argument("--alt-weight-decay", nargs="*", default=["nci1:0.01"], metavar="DATASET:WD",
                    help="extra protocol rows: the Mirage set trained with this Adam weight decay (not official)")
@@ -178,6 +185,7 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/evaluation_graphs")
     p.add_argument("--resume", action="store_true", help="keep the cells of an existing --out JSON run with the same "
                    "seeds and budget")
+    add_protocol_flags(p)
     p.add_argument("--md-only", default=None, help="re-write the .md of an existing results JSON")
     args = p.parse_args()
     if args.md_only:
@@ -222,7 +230,7 @@ def main() -> None:
             print(f"{name}: skipped, {root} not found", flush=True)
             continue
         w = time.perf_counter()
-        data = load_graph_dataset(name, root)
+        data = load_dataset(name, root, args.split_protocol)
         load_seconds = time.perf_counter() - w
         hops = spec["mirage"]["hops"]
         budget = {**spec["budget"], **{k: v for k, v in (("epochs", args.epochs), ("eval_every", args.eval_every),
@@ -231,6 +239,22 @@ def main() -> None:
         w, c = time.perf_counter(), time.process_time()
         synset = Mirage(MirageConfig(progress=False, **spec["mirage"])).fit(data)
         meta = synset.meta
+        settings = protocol_settings(args)
+        # With a schedule every GNN picks its threshold (validated with the official protocol's settings).
+        synsets = {gnn: synset for gnn in args.gnns}
+        schedules: dict[str, Any] = {}
+        if args.support_schedule:
+            for gnn in args.gnns:
+                train_cfg = dict(spec["eval"])
+                recipe = {k: v for k, v in train_cfg.items() if k in RECIPE_KEYS}
+                recipe["epochs"] = budget["epochs"]
+                scorer = {"layers": hops, "eval_every": budget["eval_every"], "threads": args.threads,
+                          "metric": "roc_auc", "train": recipe, **settings,
+                          **{k: v for k, v in train_cfg.items() if k not in RECIPE_KEYS}}
+                synsets[gnn] = Mirage(schedule_config(spec, args, gnn, scorer)).fit(data)
+                sm = synsets[gnn].meta
+                schedules[gnn] = {**sm["support_schedule"], "tree_sets_per_class": sm["tree_sets_per_class"],
+                                  "distilled_bytes": sm["distilled_bytes"], "size": sm["size"]}
         protocols = {"official": dict(spec["eval"])}
         for wd in alt.get(name, []):
             protocols[f"weight decay {wd:g} (not official)"] = {**spec["eval"], "weight_decay": wd}
@@ -244,6 +268,10 @@ def main() -> None:
                              "thresholds": meta["thresholds"], "tree_sets_per_class": meta["tree_sets_per_class"],
                              "bytes": meta["distilled_bytes"], "full_graph_bytes": meta["full_graph_bytes"]},
             "protocols": {k: {**v, "layers": hops} for k, v in protocols.items()},
+            "options": {"split_protocol": args.split_protocol, "support_schedule": args.support_schedule,
+                        "selection_split": args.selection_split if args.support_schedule else None, **settings},
+            "size": meta["size"], "support_schedule": schedules,
+            "test_majority_rate": majority_rate(torch.tensor([int(g.y) for g in data.test]), data.info.num_classes),
             "full_eval_config": {**full_cfg, "layers": hops}, "published": PUBLISHED.get(name), "results": {},
         }
         rows[name] = row
@@ -263,12 +291,12 @@ def main() -> None:
             per_seed = []
             for seed in args.seeds:
                 if source == "full":
-                    cfg = eval_config(gnn, hops, full_cfg, budget["full_epochs"], 1, args.threads, extra)
+                    cfg = eval_config(gnn, hops, full_cfg, budget["full_epochs"], 1, args.threads, extra, settings)
                     res = GraphEvaluator(cfg, seed=seed).evaluate_real(data, hops=hops)
                 else:
                     cfg = eval_config(gnn, hops, protocols[proto], budget["epochs"], budget["eval_every"],
-                                      args.threads, extra)
-                    res = GraphEvaluator(cfg, seed=seed).evaluate(synset, data)
+                                      args.threads, extra, settings)
+                    res = GraphEvaluator(cfg, seed=seed).evaluate(synsets[gnn], data)
                 per_seed.append({**res.to_dict(), "seed": seed})
                 print(f"    seed {seed}: " + res.report().replace("\n", "\n    "), flush=True)
             agg = aggregate(per_seed, extra)
@@ -411,6 +439,21 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
                   f"{d['thresholds']}, tree-sets per class {d['tree_sets_per_class']}, {d['bytes']:,} B "
                   f"(full training set {d['full_graph_bytes']:,} B), distilled in {d['wall_seconds']:.2f} s wall. "
                   f"Budget: {_budget_line(r)}. Settings: {r['why']}.\n"]
+        sz = r.get("size")
+        if sz:
+            lines.append(f"Size: {sz['distilled_bytes']:,} {sz['unit']}, N = {sz['N']} nodes, E = {sz['E']} edges, "
+                         f"F = {sz['F']}, D = {sz['D']} (N*F = {sz['NxF']}, E*D = {sz['ExD']}; label columns "
+                         f"{sz['F_labels']} / {sz['D_labels']}); compression ratio {sz['compression_ratio']:.4f} "
+                         f"(distilled / whole training set, {sz['encoding']}).\n")
+        if r.get("options"):
+            lines.append(f"Options: {r['options']}. The majority-class rate of the test split (the accuracy of always "
+                         f"predicting the most frequent class) is {r.get('test_majority_rate', float('nan')):.2f}.\n")
+        for gnn, sched in (r.get("support_schedule") or {}).items():
+            tried = "; ".join(f"{e['support']}: " + (f"{e['distilled_bytes']:,} B, validation "
+                                                      f"{e['validation_score']:.2f}" if "validation_score" in e
+                                                      else "infeasible") for e in sched["entries"])
+            lines.append(f"Support schedule for {gnn} ({sched['split']}): selected {sched['selected_support']} "
+                         f"({sched['distilled_bytes']:,} B); tried {tried}.\n")
         for key, res in r["results"].items():
             if res["source"] == "full":
                 continue

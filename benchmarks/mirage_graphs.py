@@ -14,6 +14,16 @@ next to the published Mirage figures (methods.md, section Mirage).
 The second line re-writes the notes and the .md and records the alternative thresholds of every dataset; the
 third and fourth are the batch-norm and weight-decay checks quoted in the notes.
 
+The official code's choices are flags (defaults: the library's): ``--split-protocol official`` (the TU scripts'
+shuffled split), ``--support-schedule`` (each dataset's ``SPECS[...]["schedule"]``, the threshold chosen per GNN by
+validation score, ``--selection-split`` train_holdout / val), ``--gnns gcn_ogb`` (the official OGB-style GCN),
+``--eval-timing before_epoch`` (scored before each epoch's training pass) and ``--calibration none`` (no decision
+threshold calibration; the default ``val_bias`` fits it on the validation graphs)::
+
+    python benchmarks/mirage_graphs.py --datasets nci1 imdb_binary --gnns gcn_ogb --sources mirage \
+        --split-protocol official --support-schedule --selection-split val --eval-timing before_epoch \
+        --calibration none --timing-repeats 1 --out benchmarks/results/mirage_graphs_official
+
 Per-dataset hops / support and GNN hyper-parameters are in ``SPECS`` below (the official configs where methods.md
 has them, stated choices otherwise) and are written into the results together with the epoch budget. Every
 seed trains one fresh model per (source, GNN); for ``random`` the seed also draws the graphs. Each run reports
@@ -37,7 +47,7 @@ import torch
 from ddistill.config import from_dict
 from ddistill.data.graph import load_graph_dataset
 from ddistill.io import machine_info, write_json
-from evaluators.graph import GraphEvalConfig, GraphEvaluator
+from evaluators.graph import GraphEvalConfig, GraphEvaluator, majority_rate
 from synthesizers.mirage import Mirage, MirageConfig
 from synthesizers.random_graphs import RandomGraphs, RandomGraphsConfig
 
@@ -45,6 +55,8 @@ from synthesizers.random_graphs import RandomGraphs, RandomGraphsConfig
 RECIPE_KEYS = ("lr", "weight_decay", "batch_size")
 
 GNNS = ("gcn", "gin", "gat")
+#: Every GNN the flags accept: the default three and the official OGB-style GCN.
+GNN_CHOICES = (*GNNS, "gcn_ogb")
 SOURCES = ("mirage", "random", "full")
 
 # hops / support of the distillation and the GNN training settings per dataset. "why" says where they come from.
@@ -59,6 +71,8 @@ SPECS: dict[str, dict[str, Any]] = {
         "why": "MUTAG is not in the official code: L = 2 as the official TU scripts, relative support 0.5 per "
                "class (lower supports give far larger sets; see the alternatives)",
         "alternatives": [{"hops": 2, "support": 0.1}, {"hops": 2, "support": 0.3}],
+        # not official (MUTAG is not in the official code): the supports that stay far below the full set
+        "schedule": [0.6, 0.5, 0.4, 0.3],
     },
     "proteins": {
         "root": "tu", "mirage": {"hops": 1, "support": 0.3},
@@ -83,6 +97,8 @@ SPECS: dict[str, dict[str, Any]] = {
         "alternatives": [{"hops": 2, "support": [420, 550], "drop_shared": True},
                          {"hops": 2, "support": [460, 590], "drop_shared": True},
                          {"hops": 2, "support": [440, 570], "drop_shared": False}],
+        # the official script's two steps: {460, 590} lowered by 20 per step
+        "schedule": [[440, 570], [420, 550]],
     },
     "imdb_binary": {
         "root": "tu", "mirage": {"hops": 2, "support": [11, 12]},
@@ -93,6 +109,9 @@ SPECS: dict[str, dict[str, Any]] = {
                "in the alternatives); GNN hidden 64, dropout 0.2, "
                "wd 0.1, batch 32 (the script's 3 layers replaced by L = 2 layers)",
         "alternatives": [{"hops": 2, "support": [14, 15]}, {"hops": 2, "support": [12, 13]}],
+        # the official script's ten steps: {14, 15} lowered by 1 per step (the first steps find no class-1 tree-set
+        # on this split and are recorded as errors)
+        "schedule": [[14 - k, 15 - k] for k in range(1, 11)],
     },
     "ogbg_molbace": {
         "root": "ogb", "mirage": {"hops": 3, "support": [150, 104]},
@@ -227,12 +246,52 @@ def time_distillation(data: Any, cfg: MirageConfig, repeats: int) -> tuple[Any, 
                     "cpu_median": statistics.median(cpus), "wall_min": min(walls), "cpu_min": min(cpus)}
 
 
+def add_protocol_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that switch the library's defaults to the official code's choices (shared with
+    evaluation_graphs.py)."""
+    p.add_argument("--split-protocol", default="stratified", choices=["stratified", "official"],
+                   help="TU split: stratified 80/10/10 (default) or the official scripts' shuffled 10%% test / 10%% "
+                        "val / rest train (molecules always use the scaffold split)")
+    p.add_argument("--support-schedule", action="store_true",
+                   help="distil with each dataset's support schedule (SPECS[...]['schedule'], else its support) and "
+                        "keep the threshold that validates best, chosen per GNN")
+    p.add_argument("--selection-split", default="train_holdout", choices=["train_holdout", "val"],
+                   help="with --support-schedule: validate on held-out training graphs (default) or on the dataset's "
+                        "validation split (official)")
+    p.add_argument("--calibration", default="val_bias", choices=["val_bias", "none"],
+                   help="decision threshold: fitted on the validation graphs (default) or none (official)")
+    p.add_argument("--eval-timing", default="after_epoch", choices=["after_epoch", "before_epoch"],
+                   help="score after each epoch's training pass (default) or before it (official loop)")
+
+
+def load_dataset(name: str, root: Path, split_protocol: str) -> Any:
+    """A benchmark dataset; the TU split protocol is passed only when it is not the default (molecules have one)."""
+    official_tu = split_protocol != "stratified" and SPECS[name]["root"] == "tu"
+    return load_graph_dataset(name, root, **({"split_protocol": split_protocol} if official_tu else {}))
+
+
+def protocol_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The graph-evaluator settings the protocol flags set."""
+    return {"calibration": args.calibration, "eval_timing": args.eval_timing}
+
+
+def schedule_config(spec: dict[str, Any], args: argparse.Namespace, gnn: str, eval_cfg: dict[str, Any]
+                    ) -> MirageConfig:
+    """Mirage with the dataset's support schedule, its candidates scored by ``gnn`` trained with ``eval_cfg`` (one run
+    per benchmark seed, all reported)."""
+    mirage = dict(spec["mirage"])
+    schedule = spec.get("schedule") or [mirage["support"]]
+    mirage.pop("support", None)
+    return from_dict(MirageConfig, {**mirage, "progress": False, "support_schedule": schedule, "selection": {
+        "split": args.selection_split, "scorer_kwargs": {**eval_cfg, "model": gnn, "num_runs": len(args.seeds)}}})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="../shared/data", help="folder with tu/, ogb/ and moleculenet/")
     p.add_argument("--datasets", nargs="*", default=["mutag", "proteins", "nci1", "imdb_binary", "ogbg_molbace"],
                    choices=sorted(SPECS))
-    p.add_argument("--gnns", nargs="*", default=list(GNNS), choices=GNNS)
+    p.add_argument("--gnns", nargs="*", default=list(GNNS), choices=GNN_CHOICES)
     p.add_argument("--sources", nargs="*", default=list(SOURCES), choices=SOURCES)
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
     p.add_argument("--epochs", type=int, default=None, help="epochs on Mirage / random sets (default: per dataset)")
@@ -249,6 +308,7 @@ def main() -> None:
                         "paper's tables) or the dataset's own metric (accuracy for TU)")
     p.add_argument("--batch-norm", action="store_true", help="batch norm after every convolution in every GNN "
                    "(a check of the readout-scale shift; off in the official TU configs)")
+    add_protocol_flags(p)
     p.add_argument("--md-only", default=None, help="re-write the notes and the .md of an existing results JSON")
     p.add_argument("--alternatives", action="store_true", help="with --md-only: also distil with the alternative "
                    "settings of each dataset and record them")
@@ -267,7 +327,8 @@ def main() -> None:
                 if row.get("skipped_sources"):
                     row["skipped_sources"] = {"full": SPECS[name]["skip_full"]}
                 if args.alternatives:
-                    data = load_graph_dataset(name, row["data"]["root"])
+                    data = load_dataset(name, Path(row["data"]["root"]),
+                                        saved.get("options", {}).get("split_protocol", "stratified"))
                     row["alternatives"] = try_alternatives(data, SPECS[name])
         write_json(path, saved)
         write_markdown(saved, path.with_suffix(".md"))
@@ -294,6 +355,9 @@ def main() -> None:
         "distillation_timing": "Mirage.fit on the loaded dataset (discretise, computation-tree ids, mining, "
                                "materialisation, byte accounting); data loading is timed separately; the CPU is "
                                "shared with other jobs, so wall time >= CPU time",
+        "options": {"split_protocol": args.split_protocol, "support_schedule": args.support_schedule,
+                    "selection_split": args.selection_split if args.support_schedule else None,
+                    **protocol_settings(args)},
         "published_source": "methods.md section Mirage 3.3", "target_seconds": TARGET_SECONDS,
         "notes": notes_for(command),
         "rows": rows,
@@ -306,7 +370,7 @@ def main() -> None:
             print(f"{name}: skipped, {root} not found", flush=True)
             continue
         w = time.perf_counter()
-        data = load_graph_dataset(name, root)
+        data = load_dataset(name, root, args.split_protocol)
         load_seconds = time.perf_counter() - w
         hops = spec["mirage"]["hops"]
         cfg = MirageConfig(progress=False, **spec["mirage"])
@@ -326,9 +390,32 @@ def main() -> None:
         sources = [s for s in args.sources if not (s == "full" and spec.get("skip_full"))]
         synset, timing = time_distillation(data, cfg, budget.get("timing_repeats", args.timing_repeats))
         meta = synset.meta
+        # With a schedule every GNN picks its own threshold, as the official scripts' loop over GNN types.
+        synsets = {gnn: synset for gnn in args.gnns}
+        schedules: dict[str, Any] = {}
+        if args.support_schedule and "mirage" in sources:
+            for gnn in args.gnns:
+                train_cfg = dict(spec["eval"])
+                recipe = {k: v for k, v in train_cfg.items() if k in RECIPE_KEYS}
+                recipe["epochs"] = budget["epochs"]
+                scorer = {"layers": hops, "eval_every": budget["eval_every"], "threads": args.threads,
+                          "metric": select, "train": recipe, **protocol_settings(args),
+                          **{k: v for k, v in train_cfg.items() if k not in RECIPE_KEYS}}
+                w = time.perf_counter()
+                synsets[gnn] = Mirage(schedule_config(spec, args, gnn, scorer)).fit(data)
+                sched = synsets[gnn].meta["support_schedule"]
+                schedules[gnn] = {**sched, "wall_seconds": time.perf_counter() - w,
+                                  "tree_sets_per_class": synsets[gnn].meta["tree_sets_per_class"],
+                                  "distilled_bytes": synsets[gnn].meta["distilled_bytes"]}
+                print(f"  {name} {gnn}: schedule selected {sched['selected_support']} ("
+                      + ", ".join(f"{e['support']}: " + (f"{e['validation_score']:.2f}" if "validation_score" in e
+                                                         else "infeasible") for e in sched["entries"]) + ")",
+                      flush=True)
         row: dict[str, Any] = {
             "data": {"root": str(root), "split": data.info.split, "train": len(data.train), "val": len(data.val),
-                     "test": len(data.test), "load_seconds": load_seconds},
+                     "test": len(data.test), "load_seconds": load_seconds,
+                     "test_majority_rate": majority_rate(torch.tensor([int(g.y) for g in data.test]),
+                                                         data.info.num_classes)},
             "metric": select, "mirage_config": meta["config"], "why": spec["why"],
             "eval_config": {**spec["eval"], "layers": hops}, "budget": budget,
             "full_eval_config": {**spec["eval"], **spec.get("full_eval", {}), "layers": hops},
@@ -337,6 +424,9 @@ def main() -> None:
                              "tree_sets_per_class": meta["tree_sets_per_class"],
                              "unique_trees": meta["unique_trees"],
                              "distinct_trees_distilled": meta["distinct_trees_distilled"]},
+            "size": {k: v for k, v in meta["size"].items() if k != "definitions"},
+            "size_definitions": meta["size"]["definitions"],
+            "support_schedule": schedules,
             "bytes": {"mirage": meta["distilled_bytes"], "full_graph": meta["full_graph_bytes"],
                       "full_tree": meta["full_tree_bytes"], "definition": meta["bytes_definition"],
                       "graph_definition": "plain graph encoding 4*(2 + nodes + 3*undirected edges) per graph, int32 "
@@ -361,12 +451,14 @@ def main() -> None:
                     ecfg = from_dict(GraphEvalConfig, {
                         "model": gnn, "layers": hops, "eval_every": 1 if full else budget["eval_every"], "num_runs": 1,
                         "threads": args.threads, "progress": False, "metric": select, "extra_metrics": list(extra),
-                        "train": recipe, **{k: v for k, v in train_cfg.items() if k not in RECIPE_KEYS}})
+                        "train": recipe, **protocol_settings(args),
+                        **{k: v for k, v in train_cfg.items() if k not in RECIPE_KEYS}})
                     ev = GraphEvaluator(ecfg, seed=seed)
                     if source == "mirage":
-                        res = ev.evaluate(synset, data)
+                        res = ev.evaluate(synsets[gnn], data)
                     elif source == "random":
-                        rnd = RandomGraphs(RandomGraphsConfig(budget_bytes=meta["distilled_bytes"], hops=hops),
+                        rnd = RandomGraphs(RandomGraphsConfig(budget_bytes=synsets[gnn].meta["distilled_bytes"],
+                                                              hops=hops),
                                            seed=seed).fit(data)
                         if gnn == args.gnns[0]:
                             row["random_sets"].append({"seed": seed, "bytes": rnd.meta["distilled_bytes"],
@@ -379,11 +471,13 @@ def main() -> None:
                         extra_values[k].append(res.details["test_extra"][k][0])
                     runs.append({"seed": seed, "test": res.values[0], "val": res.details["val"][0],
                                  "best_epoch": res.details["best_epoch"][0],
+                                 "majority_rate": res.details["majority_rate"]["test"],
+                                 "calibration_bias": res.details["calibration_bias"][0],
                                  "train_seconds": res.details["train_seconds"][0],
                                  "train_graphs": res.details["train_graphs"],
                                  **{f"test_{k}": res.details["test_extra"][k][0] for k in extra}})
                 s = summarise(values)
-                row["results"][gnn][source] = {**s, "values": values, "runs": runs, "epochs": ecfg.epochs,
+                row["results"][gnn][source] = {**s, "values": values, "runs": runs, "epochs": ecfg.train.epochs,
                                                "eval_every": ecfg.eval_every,
                                                "extra": {k: {**summarise(v), "values": v}
                                                          for k, v in extra_values.items()}}
@@ -408,8 +502,9 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         f"below (CPU budget; paper: {b['paper']}). {result['protocol']}.\n"),
         "## Distillation\n",
         ("| dataset | L | support (thresholds) | tree-sets per class | Mirage bytes | full bytes (graphs) | "
-        "full bytes (tree-sets) | ratio | wall s (median) | CPU s (median) | target (issue #6) | published bytes |"),
-        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        "full bytes (tree-sets) | ratio | compression ratio | N / E / F / D | N*F / E*D (label columns) | "
+        "wall s (median) | CPU s (median) | target (issue #6) | published bytes |"),
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|---|---:|",
     ]
     for name, r in result["rows"].items():
         if "skipped" in r:
@@ -419,13 +514,20 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         pub = (r.get("published") or {}).get("bytes", "")
         limit = result.get("target_seconds", {}).get(name)
         target = "" if limit is None else f"< {limit} s: {'met' if d['wall_median'] < limit else 'missed'}"
+        sz = r.get("size")
+        size_cells = ("|  |  |  " if sz is None else
+                      f"| {sz['compression_ratio']:.4f} | {sz['N']} / {sz['E']} / {sz['F']} / {sz['D']} | "
+                      f"{sz['NxF_labels']} / {sz['ExD_labels']} ")
         lines.append(f"| {name} | {r['mirage_config']['hops']} | {d['thresholds']} | {d['tree_sets_per_class']} | "
                      f"{by['mirage']:,} | {by['full_graph']:,} | {by['full_tree']:,} | "
-                     f"{by['full_graph'] / by['mirage']:.0f}x | {d['wall_median']:.2f} | {d['cpu_median']:.2f} | "
-                     f"{target} | {pub} |")
+                     f"{by['full_graph'] / by['mirage']:.0f}x {size_cells}| {d['wall_median']:.2f} | "
+                     f"{d['cpu_median']:.2f} | {target} | {pub} |")
     lines += ["\nBytes: " + next((r["bytes"]["definition"] for r in result["rows"].values() if "bytes" in r), "")
               + "; full / random graphs: " + next((r["bytes"]["graph_definition"] for r in result["rows"].values()
                                                    if "bytes" in r), "") + ". Ratio = full graph bytes / Mirage bytes. "
+              "Compression ratio = Mirage bytes / full tree-set bytes (same encoding, unit: bytes of int32 "
+              "integers). " + next((r["size_definitions"] for r in result["rows"].values() if "size_definitions" in r),
+                                   "") + ". "
               "Timing: " + result["distillation_timing"] + ".\n",
               "## Test metric (%), mean ± std over seeds\n",
               (("Every run's epoch is selected by validation ROC-AUC (the official scripts' criterion and the metric "
@@ -435,8 +537,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
                 "runs and epochs, ROC-AUC of the test predictions (the metric of the paper's tables). ")
                + "Published figures are shown only in rows of the metric they measure.\n"),
               ("| dataset | metric | GNN | Mirage | random (same bytes) | full | published Mirage | published random | "
-              "published full |"),
-              "|---|---|---|---|---|---|---|---|---|"]
+              "published full | majority rate (test) |"),
+              "|---|---|---|---|---|---|---|---|---|---|"]
     def table(metric: str) -> None:
         for name, r in result["rows"].items():
             if "skipped" in r:
@@ -455,13 +557,26 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
                     v = res[s] if r["metric"] == metric else res[s]["extra"][metric]
                     cells.append(fmt(v["mean"], v["std"]))
                 full_pub = pub.get("full", {}).get("any", "")
+                rate = r["data"].get("test_majority_rate")
+                majority = f"{rate:.2f}" if metric == "accuracy" and rate is not None else ""
                 lines.append(f"| {name} | {metric} | {gnn} | {' | '.join(cells)} | "
                              f"{pub.get('mirage', {}).get(gnn, '')} | {pub.get('random', {}).get(gnn, '')} | "
-                             f"{full_pub} |")
+                             f"{full_pub} | {majority} |")
 
     for metric in (("roc_auc", "accuracy") if result.get("selection_metric") == "roc_auc" else
                    ("accuracy", "roc_auc")):
         table(metric)
+    opts = result.get("options")
+    if opts:
+        lines.append(f"\nOptions: {opts}. Accuracy rows: the majority-class rate of the test split (the accuracy of "
+                     f"always predicting the most frequent class) is in the last column.")
+    for name, r in result["rows"].items():
+        for gnn, sched in (r.get("support_schedule") or {}).items():
+            tried = "; ".join(f"{e['support']}: " + (f"{e['distilled_bytes']:,} B, validation "
+                                                      f"{e['validation_score']:.2f}" if "validation_score" in e
+                                                      else "infeasible") for e in sched["entries"])
+            lines.append(f"- {name} / {gnn}: support schedule ({sched['split']}) selected "
+                         f"{sched['selected_support']} ({sched['distilled_bytes']:,} B); tried {tried}")
     lines.append("\nRandom sets actually drawn (bytes, graphs per class), per seed:\n")
     for name, r in result["rows"].items():
         if r.get("random_sets"):

@@ -8,6 +8,14 @@ score (ties: the later epoch, as the official code); the result is over ``num_ru
 runs with the best validation scores (the official scripts: 10 runs, top 5). Accuracy for TU datasets, ROC-AUC for
 OGB / MoleculeNet, both in percent as in the paper's tables.
 
+Decision threshold: a model trained on Mirage tree-sets sums node embeddings over a few roots, while a real graph
+sums over all its nodes, so its logits shift and its accuracy can sit at the majority-class rate while its ROC-AUC
+is high. By default (``calibration="val_bias"``) every scored model gets a per-class logit bias fitted on the
+validation graphs (:data:`CALIBRATIONS`) before its validation and test predictions are scored; ``"none"`` is the
+official behaviour. The majority-class rate of the validation and test graphs is reported beside every score
+(``details["majority_rate"]``), and the set's size record (unit, bytes, N, E, F, D, compression ratio) in
+``details["size"]``.
+
 Tree-sets are drawn uniformly each epoch by default, which is what the official code does (its
 support-proportional sampling is computed and then discarded); ``sampling="support"`` samples proportionally
 to support, as the paper describes.
@@ -31,15 +39,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ddistill.config import from_dict
 from ddistill.data import EvalData, EvalNeeds
 from ddistill.data.graph import (Discretiser, GraphDataset, GraphPack, build_discretiser, discretiser_from_state,
-                                 pack_graph_bytes)
+                                 graph_size_meta, pack_graph_bytes)
 from ddistill.models.gnn import create_gnn
 from ddistill.registry import Registry
 from ddistill.synset import SyntheticSet
 from ddistill.utils.progress import progress_bar
 from ddistill.utils.seed import derive_seed, make_generator, seeded_rng
 from ddistill.utils.train import TrainRecipe
+from synthesizers.mirage.selection import SUPPORT_SCORERS
 
 from .base import EVALUATORS, EvalResult, Evaluator, as_eval_data
 from .graph_controls import (CONTROLS, TRIVIAL_CONTROLS, class_auc, control_warnings,
@@ -55,6 +65,10 @@ TRAIN_READING_CONTROLS = (*TRIVIAL_CONTROLS, "random_graphs")
 
 SAMPLERS = Registry("graph sampler")
 GRAPH_METRICS = Registry("graph metric")
+#: ``calibration(val_logits (G, K), val_y (G,)) -> bias (K,)`` added to every logit before scoring.
+CALIBRATIONS = Registry("graph calibration")
+#: ``timing(epochs, eval_every) -> [(epoch, "before" | "after"), ...]``: when a run's model is scored.
+EVAL_TIMINGS = Registry("graph evaluation timing")
 
 #: Layers of the GNN when neither the config nor the set says (the full-data baseline).
 DEFAULT_LAYERS = 2
@@ -95,12 +109,78 @@ def _roc_auc(probs: Tensor, y: Tensor) -> float:
     return 100.0 * float(roc_auc_score(y_np, p_np, multi_class="ovr", labels=np.arange(p_np.shape[1])))
 
 
+@CALIBRATIONS.register("none")
+def _no_calibration(logits: Tensor, y: Tensor) -> Tensor:
+    """No bias: the logits as the model gives them (the official behaviour). Shape: -> (K,) zeros."""
+    return torch.zeros(logits.shape[1], dtype=torch.float64)
+
+
+#: L2 weight on the calibration bias: keeps it finite when a class is missing from the validation graphs.
+CALIBRATION_L2 = 1e-4
+
+
+@CALIBRATIONS.register("val_bias")
+def _val_bias(logits: Tensor, y: Tensor) -> Tensor:
+    """The per-class logit bias that best fits the validation graphs, fitted after the network, which is frozen::
+
+        b* = argmin_b  1/G sum_i  -log softmax(z_i + b)[y_i]  +  CALIBRATION_L2 / 2 * ||b||^2
+
+    z_i (K,) are graph i's logits. Convex in b (K numbers), solved by L-BFGS in float64 from b = 0. Only the decision
+    threshold moves: for two classes it shifts the logit difference z_1 - z_0 by b_1 - b_0, so ROC-AUC is unchanged
+    and accuracy stops sitting at the majority rate when real graphs' logits are shifted (sum readout over all nodes
+    vs over the few roots of a tree-set).
+
+    Shape: logits (G, K), y (G,) -> (K,) float64.
+    """
+    z = logits.detach().double().cpu()
+    target = y.detach().long().cpu()
+    bias = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
+    if z.shape[0] == 0:
+        return bias.detach()
+    opt = torch.optim.LBFGS([bias], lr=1.0, max_iter=100, tolerance_grad=1e-10, tolerance_change=1e-12,
+                            line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z + bias, target) + 0.5 * CALIBRATION_L2 * bias.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    # Only differences between classes matter; centring makes the recorded bias comparable across runs.
+    out = bias.detach()
+    return out - out.mean()
+
+
+@EVAL_TIMINGS.register("after_epoch")
+def _after_epoch(epochs: int, every: int) -> list[tuple[int, str]]:
+    """After every ``every``-th training pass and after the last one (the model after epoch + 1 passes)."""
+    return [(e, "after") for e in range(epochs) if (e + 1) % every == 0 or e == epochs - 1]
+
+
+@EVAL_TIMINGS.register("before_epoch")
+def _before_epoch(epochs: int, every: int) -> list[tuple[int, str]]:
+    """Before the training pass of every ``every``-th epoch, as the official loop (``for epoch: test(); train()``):
+    the untrained model (0 passes) is scored and the last pass never is."""
+    return [(e, "before") for e in range(epochs) if e % every == 0]
+
+
+def majority_rate(y: Tensor, num_classes: int) -> float:
+    """Share of the most frequent class in percent: the accuracy of always predicting it. Shape: y (G,)."""
+    if y.numel() == 0:
+        return math.nan
+    return 100.0 * float(torch.bincount(y.long().cpu(), minlength=num_classes).max()) / y.numel()
+
+
 @dataclass
 class GraphEvalConfig:
-    """Hyper-parameters of the graph evaluation (defaults: the official Mirage training loop).
+    """Hyper-parameters of the graph evaluation (defaults: the official Mirage training loop, except the decision
+    threshold, calibrated on the validation graphs by default; ``calibration: none`` and ``eval_timing: before_epoch``
+    give the official loop exactly).
 
     Args:
-        model: GNN registry name (``gcn``, ``gin``, ``gat``); several: ``GraphEvaluator.across`` / ``--pool gnn``.
+        model: GNN registry name (``gcn``, ``gin``, ``gat``, ``gcn_ogb``: the official OGB-style GCN); several:
+            ``GraphEvaluator.across`` / ``--pool gnn``.
         hidden: width of every layer.
         layers: message-passing layers; None = the set's hops L (exact computation trees). A mismatch warns.
         dropout: dropout after every layer and before the classifier.
@@ -119,6 +199,12 @@ class GraphEvalConfig:
         eval_every: score the validation set every this many epochs (and after the last one); the best-validation
             test score is taken among those epochs. 1 (every epoch) is the official protocol; larger values make
             long runs on tiny distilled sets cheap, where scoring the real graphs costs far more than training.
+        eval_timing: when a run's model is scored (:data:`EVAL_TIMINGS`): ``after_epoch`` (after every
+            ``eval_every``-th training pass and the last) or ``before_epoch`` (before the pass of every
+            ``eval_every``-th epoch, as the official loop: the untrained model is a candidate, the last pass is not).
+        calibration: the per-class logit bias fitted on the validation graphs before scoring (:data:`CALIBRATIONS`):
+            ``val_bias`` (default: the decision threshold of the root-sum readout moved to where the real
+            validation graphs put it) or ``none`` (the official behaviour: accuracy can sit at the majority rate).
         eval_batch_size: graphs per forward pass when scoring.
         controls: what the score is shown beside (:mod:`evaluators.graph_controls`), in ``details["controls"]``:
             ``num_nodes``, ``num_edges``, ``edge_density``, ``label_histogram`` (no training), ``untrained`` (the
@@ -145,6 +231,8 @@ class GraphEvalConfig:
     metric: str | None = None
     extra_metrics: tuple[str, ...] = ()
     eval_every: int = 1
+    eval_timing: str = "after_epoch"
+    calibration: str = "val_bias"
     eval_batch_size: int = 1024
     controls: list[str] = field(default_factory=lambda: list(CONTROLS))
     size_bins: int = 4
@@ -160,6 +248,10 @@ class GraphEvalConfig:
             raise ValueError(f"graph controls listed twice: {controls}")
         if isinstance(self.size_bins, bool) or not isinstance(self.size_bins, int) or self.size_bins < 1:
             raise ValueError(f"size_bins must be an integer >= 1, got {self.size_bins!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration {self.calibration!r} is unknown; choose from {CALIBRATIONS.names()}")
+        if self.eval_timing not in EVAL_TIMINGS:
+            raise ValueError(f"eval_timing {self.eval_timing!r} is unknown; choose from {EVAL_TIMINGS.names()}")
 
 
 @EVALUATORS.register("graph")
@@ -197,9 +289,15 @@ class GraphEvaluator(Evaluator):
         tree_hops = hops if meta.get("readout") == "roots" else None  # the GNN warns when layers != L
         budget = meta.get("distilled_bytes")
         per_class = torch.bincount(train.y.cpu().long(), minlength=int(meta["num_classes"])).tolist()
-        return self._run(train, test, disc, meta["node_spec"], meta.get("edge_spec"), int(meta["num_classes"]),
-                         layers, source=str(meta.get("synthesizer")), hops=tree_hops,
-                         budget=(int(budget) if budget is not None else None, per_class))
+        size = meta.get("size") or graph_size_meta(
+            train, meta["node_spec"], meta.get("edge_spec"), distilled_bytes=budget,
+            full_bytes=meta.get("full_tree_bytes", meta.get("full_graph_bytes")),
+            encoding=str(meta.get("bytes_definition", "as recorded by the set (no size record)")))
+        result = self._run(train, test, disc, meta["node_spec"], meta.get("edge_spec"), int(meta["num_classes"]),
+                           layers, source=str(meta.get("synthesizer")), hops=tree_hops,
+                           budget=(int(budget) if budget is not None else None, per_class))
+        result.details["size"] = dict(size)
+        return result
 
     def evaluate_real(self, data: GraphDataset | EvalData, *, discretiser: str | None = None, hops: int | None = None,
                       **discretiser_kwargs: Any) -> EvalResult:
@@ -214,8 +312,14 @@ class GraphEvaluator(Evaluator):
         disc = build_discretiser(discretiser or data.info.discretiser, **discretiser_kwargs).fit(raw)
         train = disc.featurise(raw)
         layers = self.config.layers or hops or DEFAULT_LAYERS
-        return self._run(train, data, disc, disc.node_spec(), disc.edge_spec(), data.info.num_classes, layers,
-                         source="full")
+        result = self._run(train, data, disc, disc.node_spec(), disc.edge_spec(), data.info.num_classes, layers,
+                           source="full")
+        full_bytes = sum(pack_graph_bytes(raw))
+        result.details["size"] = graph_size_meta(
+            train, disc.node_spec(), disc.edge_spec(), distilled_bytes=full_bytes, full_bytes=full_bytes, full=train,
+            encoding="plain graph encoding, 4*(2 + nodes + 3*undirected edges) per graph "
+                     "(ddistill.data.graph.graph_bytes): the whole training set")
+        return result
 
     # ------------------------------------------------------------------------------------------------------
     def _run(self, train: GraphPack, data: GraphDataset, disc: Discretiser, node_spec: dict[str, Any],
@@ -237,6 +341,11 @@ class GraphEvaluator(Evaluator):
                       self._chunks(disc.featurise(GraphPack.from_data_list(data.test))))
             result, best_probs = self._train_runs(train, data, disc, node_spec, edge_spec, num_classes, layers,
                                                   source=source, hops=hops, chunks=chunks)
+            result.details["majority_rate"] = {
+                split: majority_rate(torch.cat([c.y.cpu() for c in part]) if part else torch.zeros(0), num_classes)
+                for split, part in (("val", chunks[0]), ("test", chunks[1]))}
+            result.details["majority_rate"]["what"] = ("percent of the split's graphs in its most frequent class: "
+                                                       "the accuracy of always predicting that class")
             if self.config.controls:
                 self._add_controls(result, best_probs, data, disc, node_spec, edge_spec, num_classes, layers,
                                    chunks=chunks, budget=budget)
@@ -260,11 +369,13 @@ class GraphEvaluator(Evaluator):
         metric = GRAPH_METRICS.get(metric_name)
         extras = {name: GRAPH_METRICS.get(name) for name in cfg.extra_metrics}
         sampler = SAMPLERS.get(cfg.sampling)
-        val_chunks, test_chunks = chunks
+        calibrate = CALIBRATIONS.get(cfg.calibration)
+        timing = EVAL_TIMINGS.get(cfg.eval_timing)
         tail = (stream,) if stream else ()
         model_kwargs = dict(hidden=cfg.hidden, layers=layers, dropout=cfg.dropout, batch_norm=cfg.batch_norm,
                             jk=cfg.jk)
         best_vals, best_tests, best_epochs, best_extras, seconds, best_probs, sizes = [], [], [], [], [], [], []
+        best_passes, biases, uncalibrated = [], [], []
         recipe = cfg.train
         if isinstance(recipe.lr, str) or recipe.iterations is not None:
             raise ValueError("the graph evaluator trains whole epochs at a numeric train.lr")
@@ -281,9 +392,22 @@ class GraphEvaluator(Evaluator):
                                    hops=hops if run == 0 else None, **model_kwargs).to(dev)
                 opt = recipe.make_optimizer(model.parameters())
                 gen = make_generator(derive_seed(self.seed, TRAIN_STREAM, run, *tail))
-                best = (-math.inf, math.nan, -1, {name: math.nan for name in extras})
-                probs_at_best = None
+                points = timing(recipe.epochs, cfg.eval_every)
+                wanted, last = set(points), (points[-1] if points else None)
+                best: dict[str, Any] = {"val": -math.inf, "test": math.nan, "epoch": -1, "passes": -1,
+                                        "extra": {name: math.nan for name in extras}, "bias": None,
+                                        "test_uncalibrated": math.nan, "probs": None}
+
+                def score(epoch: int, phase: str) -> None:
+                    nonlocal best
+                    # The last scoring point counts when no earlier one did (e.g. every validation score was NaN).
+                    force = best["epoch"] < 0 and (epoch, phase) == last
+                    best = self._score(model, chunks, metric, extras, calibrate, best, epoch,
+                                       epoch + (phase == "after"), force)
+
                 for epoch in range(recipe.epochs):
+                    if (epoch, "before") in wanted:
+                        score(epoch, "before")
                     model.train()
                     order = sampler(run_train.weight, n, gen).to(dev)
                     for i in range(0, n, recipe.batch_size):
@@ -293,21 +417,16 @@ class GraphEvaluator(Evaluator):
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()
-                    if (epoch + 1) % cfg.eval_every and epoch != recipe.epochs - 1:
-                        continue
-                    v = metric(*self._predict(model, val_chunks))
-                    # Ties go to the later epoch, as the official ``best_val <= val``: with a strict ``>`` a
-                    # validation score that stays flat (accuracy stuck at the majority rate while the model still
-                    # learns to rank) would pin the selection to the first, barely trained epoch.
-                    if v >= best[0] or (best[2] < 0 and epoch == recipe.epochs - 1):
-                        probs, ys = self._predict(model, test_chunks)
-                        best = (v, metric(probs, ys), epoch, {name: f(probs, ys) for name, f in extras.items()})
-                        probs_at_best = probs
-            best_probs.append(probs_at_best)
-            best_vals.append(best[0])
-            best_tests.append(best[1])
-            best_epochs.append(best[2])
-            best_extras.append(best[3])
+                    if (epoch, "after") in wanted:
+                        score(epoch, "after")
+            best_probs.append(best["probs"])
+            best_vals.append(best["val"])
+            best_tests.append(best["test"])
+            best_epochs.append(best["epoch"])
+            best_passes.append(best["passes"])
+            best_extras.append(best["extra"])
+            biases.append(best["bias"])
+            uncalibrated.append(best["test_uncalibrated"])
             seconds.append(time.perf_counter() - start)
         ranked = sorted(range(cfg.num_runs), key=lambda r: -best_vals[r] if math.isfinite(best_vals[r]) else math.inf)
         chosen = ranked[: cfg.top_k] if cfg.top_k else list(range(cfg.num_runs))
@@ -315,7 +434,9 @@ class GraphEvaluator(Evaluator):
             "scale": "percent", "model": cfg.model, "layers": layers, "hidden": cfg.hidden, "epochs": recipe.epochs,
             "lr": recipe.lr, "weight_decay": recipe.weight_decay, "batch_size": recipe.batch_size,
             "optimizer": recipe.optimizer, "sampling": cfg.sampling,
-            "eval_every": cfg.eval_every,
+            "eval_every": cfg.eval_every, "eval_timing": cfg.eval_timing, "best_passes": best_passes,
+            "calibration": cfg.calibration, "calibration_bias": biases,
+            "test_uncalibrated": [uncalibrated[r] for r in chosen],
             "source": source, "train_graphs": sizes[0] if len(set(sizes)) == 1 else sizes, "val": best_vals,
             "test_all_runs": best_tests,
             "best_epoch": best_epochs, "test_extra": {name: [best_extras[r][name] for r in chosen] for name in extras},
@@ -356,8 +477,7 @@ class GraphEvaluator(Evaluator):
 
         if "untrained" in wanted:
             start = time.perf_counter()
-            controls["untrained"] = self._untrained(node_spec, edge_spec, num_classes, layers, test_chunks, metrics,
-                                                    main)
+            controls["untrained"] = self._untrained(node_spec, edge_spec, num_classes, layers, chunks, metrics, main)
             seconds["untrained"] = time.perf_counter() - start
 
         chosen = result.details["runs_reported"]
@@ -380,16 +500,27 @@ class GraphEvaluator(Evaluator):
                     "split")
             seconds["random_graphs"] = time.perf_counter() - start
 
+        rate = result.details.get("majority_rate", {}).get("test")
+        if main == "accuracy" and rate is not None:
+            # An accuracy means little without the rate of always predicting the most frequent class beside it.
+            controls["majority_class"] = {"mean": rate, "std": 0.0, "values": [rate],
+                                          "what": "always predicting the test split's most frequent class (the "
+                                                  "majority-class rate); no training"}
         result.details["controls"] = controls
         result.details["control_seconds"] = seconds
         found = control_warnings(main, result.mean, result.std, controls)
+        if "majority_class" in controls and not result.mean > rate + result.std:
+            found.append(f"the set's accuracy {result.mean:.2f} is not above the majority-class rate {rate:.2f} by "
+                         f"more than one std: the models may predict one class")
         if found:
             result.details["warnings"] = list(result.details.get("warnings", [])) + found
 
     def _untrained(self, node_spec: dict[str, Any], edge_spec: dict[str, Any] | None, num_classes: int,
-                   layers: int, test_chunks: list[GraphPack], metrics: dict[str, Callable], main: str
-                   ) -> dict[str, Any]:
-        """The set's GNNs before their first step: every run's model seed, no training, scored on the test split."""
+                   layers: int, chunks: tuple[list[GraphPack], list[GraphPack]], metrics: dict[str, Callable],
+                   main: str) -> dict[str, Any]:
+        """The set's GNNs before their first step: every run's model seed, no training, calibrated on the validation
+        graphs as the set's models are, scored on the test split."""
+        calibrate = CALIBRATIONS.get(self.config.calibration)
         cfg = self.config
         values: list[float] = []
         extra: dict[str, list[float]] = {name: [] for name in metrics if name != main}
@@ -398,14 +529,14 @@ class GraphEvaluator(Evaluator):
                 model = create_gnn(cfg.model, node_spec=node_spec, edge_spec=edge_spec, num_classes=num_classes,
                                    hidden=cfg.hidden, layers=layers, dropout=cfg.dropout, batch_norm=cfg.batch_norm,
                                    jk=cfg.jk).to(self.device)
-            probs, ys = self._predict(model, test_chunks)
+            probs, ys = self._predict(model, chunks[1], calibrate(*self._logits(model, chunks[0])))
             values.append(float(metrics[main](probs, ys)))
             for name in extra:
                 extra[name].append(float(metrics[name](probs, ys)))
         res = EvalResult(main, values)
         return {"mean": res.mean, "std": res.std, "values": values, "test_extra": extra,
                 "what": "the same GNN at epoch 0 (fresh initialisation with the set's model seeds, no training), "
-                        "scored on the test split; every run"}
+                        f"calibrated as the set's ({cfg.calibration}), scored on the test split; every run"}
 
     def _binned(self, probs: list[Tensor | None], y: Tensor, sizes: Any, what: str) -> dict[str, Any]:
         """Size-binned and plain ROC-AUC of every run's test probabilities (None: a run never scored, NaN)."""
@@ -456,16 +587,67 @@ class GraphEvaluator(Evaluator):
         return [pack.select(torch.arange(i, min(i + size, pack.num_graphs))).to(self.device)
                 for i in range(0, pack.num_graphs, size)]
 
+    def _score(self, model: torch.nn.Module, chunks: tuple[list[GraphPack], list[GraphPack]], metric: Callable,
+               extras: dict[str, Callable], calibrate: Callable, best: dict[str, Any], epoch: int, passes: int,
+               force: bool) -> dict[str, Any]:
+        """Scores the model on the validation graphs (after fitting the calibration bias on them); when that
+        matches or beats ``best`` (or ``force``), on the test graphs too, and returns the new best."""
+        val_logits, val_y = self._logits(model, chunks[0])
+        bias = calibrate(val_logits, val_y)
+        v = metric(_softmax(val_logits, bias), val_y)
+        # Ties go to the later epoch, as the official ``best_val <= val``: with a strict ``>`` a validation score that
+        # stays flat (accuracy stuck at the majority rate while the model still learns to rank) would pin the
+        # selection to the first, barely trained epoch.
+        if not (v >= best["val"] or force):
+            return best
+        test_logits, ys = self._logits(model, chunks[1])
+        probs = _softmax(test_logits, bias)
+        return {"val": v, "test": metric(probs, ys), "epoch": epoch, "passes": passes,
+                "extra": {name: f(probs, ys) for name, f in extras.items()}, "bias": bias.tolist(),
+                "test_uncalibrated": metric(_softmax(test_logits, None), ys), "probs": probs}
+
     @torch.no_grad()
-    def _predict(self, model: torch.nn.Module, chunks: list[GraphPack]) -> tuple[Tensor, Tensor]:
-        """Class probabilities and labels of real graphs (readout over all nodes). Shape: (G, K), (G,)."""
+    def _logits(self, model: torch.nn.Module, chunks: list[GraphPack]) -> tuple[Tensor, Tensor]:
+        """Logits and labels of real graphs (readout over all nodes), on the CPU. Shape: (G, K) float, (G,)."""
         model.eval()
-        probs, ys = [], []
+        out, ys = [], []
         for c in chunks:
-            logits = model(c.x, c.edge_index, c.batch(), c.num_graphs, c.edge_attr, None)
-            probs.append(torch.softmax(logits.float(), 1).cpu())
+            out.append(model(c.x, c.edge_index, c.batch(), c.num_graphs, c.edge_attr, None).float().cpu())
             ys.append(c.y.cpu())
-        return torch.cat(probs), torch.cat(ys)
+        if not out:
+            return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
+        return torch.cat(out), torch.cat(ys)
+
+    def _predict(self, model: torch.nn.Module, chunks: list[GraphPack], bias: Tensor | None = None
+                 ) -> tuple[Tensor, Tensor]:
+        """Class probabilities (logits + ``bias``, softmax) and labels of real graphs. Shape: (G, K), (G,)."""
+        logits, ys = self._logits(model, chunks)
+        return _softmax(logits, bias), ys
 
 
-__all__ = ["GRAPH_METRICS", "SAMPLERS", "GraphEvalConfig", "GraphEvaluator"]
+def _softmax(logits: Tensor, bias: Tensor | None) -> Tensor:
+    """softmax(logits + bias) in float32. Shape: (G, K), (K,) -> (G, K)."""
+    z = logits.float() if bias is None else logits.float() + bias.to(torch.float32)
+    return torch.softmax(z, 1)
+
+
+@SUPPORT_SCORERS.register("gnn")
+def score_support_candidate(candidate: SyntheticSet, selection: GraphDataset, settings: dict[str, Any],
+                            seed: int) -> dict[str, Any]:
+    """The ``gnn`` scorer of Mirage's ``support_schedule`` (:mod:`synthesizers.mirage.selection`): the graph evaluator
+    (``settings`` = its config; controls off) trained on a candidate set and scored on ``selection.val``. The score is
+    the mean best-epoch validation score of the reported runs (``top_k`` by validation; official: top 5 of 10 runs).
+    ``selection.test`` is the same selection graphs: the dataset's test split is never passed in."""
+    cfg = from_dict(GraphEvalConfig, {"progress": False, **settings, "controls": []},
+                    where="mirage selection.scorer_kwargs")
+    res = GraphEvaluator(cfg, seed=seed).evaluate(candidate, EvalData(graphs=selection))
+    vals = res.details["val"]
+    reported = [vals[r] for r in res.details["runs_reported"] if math.isfinite(vals[r])]
+    return {"score": sum(reported) / len(reported) if reported else math.nan, "metric": res.metric,
+            "val_all_runs": vals, "runs_reported": res.details["runs_reported"],
+            "best_epoch": res.details["best_epoch"], "model": cfg.model, "epochs": cfg.train.epochs,
+            "num_runs": cfg.num_runs, "top_k": cfg.top_k}
+
+
+__all__ = ["CALIBRATIONS", "EVAL_TIMINGS", "GRAPH_METRICS", "SAMPLERS", "GraphEvalConfig", "GraphEvaluator",
+           "majority_rate", "score_support_candidate"]

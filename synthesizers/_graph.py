@@ -1,13 +1,15 @@
-"""Metadata shared by the graph synthesizers (Mirage and its random-graph baseline)."""
+"""Metadata shared by the graph synthesizers (Mirage and its random-graph baseline): what a set is, and its size."""
 from __future__ import annotations
 
 from typing import Any
 
 from ddistill import __version__
 from ddistill.config import to_dict
-from ddistill.data.graph import Discretiser, GraphDataset
+from ddistill.data.graph import Discretiser, GraphDataset, graph_size_meta
 
 from .base import Synthesizer
+
+__all__ = ["graph_meta", "graph_size_meta"]
 
 
 def graph_meta(synth: Synthesizer, data: GraphDataset, disc: Discretiser, *, readout: str,
@@ -35,3 +37,4 @@ def graph_meta(synth: Synthesizer, data: GraphDataset, disc: Discretiser, *, rea
     if getattr(data, "spec", None) is not None:
         meta["data"] = to_dict(data.spec)
     return meta
+

@@ -13,7 +13,7 @@ from ddistill.data.graph import GraphDataset, GraphPack, build_discretiser, pack
 from ddistill.synset import SyntheticSet
 from ddistill.utils.seed import make_generator
 
-from ._graph import graph_meta
+from ._graph import graph_meta, graph_size_meta
 from .base import SYNTHESIZERS, Synthesizer
 
 
@@ -83,6 +83,10 @@ class RandomGraphs(Synthesizer):
             "train_index": index.tolist(),
             "distilled_bytes": int(sizes[index].sum()),
             "full_graph_bytes": int(sizes.sum()),
+            "size": graph_size_meta(pack, disc.node_spec(), disc.edge_spec(), distilled_bytes=int(sizes[index].sum()),
+                                    full_bytes=int(sizes.sum()), full=train,
+                                    encoding="plain graph encoding, 4*(2 + nodes + 3*undirected edges) per graph "
+                                             "(ddistill.data.graph.graph_bytes)"),
             "distill_seconds": time.perf_counter() - start,
         })
         return SyntheticSet(pack.to_tensors(), meta)

@@ -1,6 +1,7 @@
 """Message-passing GNNs for graph classification, as used to evaluate Mirage (Gupta et al., ICLR 2024).
 
-One :class:`GNN` class with a registered convolution (``gcn``, ``gin``, ``gat`` from PyTorch Geometric) and a
+One :class:`GNN` class with a registered convolution (``gcn``, ``gin``, ``gat`` from PyTorch Geometric, and
+``gcn_ogb``, the OGB-style edge-aware GCN layer of the official code, :class:`OGBGCNConv`) and a
 sum readout that, as in the official ``global_pool_custom``, sums over the **root nodes only** when a
 ``root_mask`` is given (Mirage tree-sets: each root embedding is the embedding of one computation tree) and over
 **all nodes** otherwise (real graphs). With exactly L layers on L-hop trees the root embedding equals the node's
@@ -74,12 +75,37 @@ class CategoricalEncoder(nn.Module):
         return out  # type: ignore[return-value]
 
 
-def build_encoder(spec: dict[str, Any] | None, hidden: int) -> nn.Module | None:
-    """The encoder of a feature spec (None -> None)."""
+@FEATURE_ENCODERS.register("onehot_embedding")
+class OneHotEmbedding(nn.Module):
+    """One-hot rows -> one embedding row per label, ``h = x @ W`` with no bias (OGB ``AtomEncoder`` style for a
+    single label column: for a one-hot row with its 1 at label l this is exactly ``W[l]``, an ``nn.Embedding``
+    lookup; the ``linear`` encoder adds a bias shared by every label). Xavier-uniform initialised, as OGB's
+    encoders.
+
+    Shape: (N, dim) float -> (N, hidden).
+    """
+
+    def __init__(self, hidden: int, *, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(int(dim), hidden))
+        nn.init.xavier_uniform_(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.float() @ self.weight
+
+
+#: How ``embed_onehot=True`` (the OGB-style models) re-reads a spec kind: one-hot floats become per-label embeddings.
+_EMBEDDING_KINDS = {"linear": "onehot_embedding"}
+
+
+def build_encoder(spec: dict[str, Any] | None, hidden: int, *, embed_onehot: bool = False) -> nn.Module | None:
+    """The encoder of a feature spec (None -> None). ``embed_onehot``: encode ``linear`` (one-hot) specs with
+    :class:`OneHotEmbedding` (per-label embeddings, no bias) instead of a linear layer."""
     if spec is None:
         return None
     kwargs = {k: v for k, v in spec.items() if k != "kind"}
-    return FEATURE_ENCODERS.get(spec["kind"])(hidden, **kwargs)
+    kind = _EMBEDDING_KINDS.get(spec["kind"], spec["kind"]) if embed_onehot else spec["kind"]
+    return FEATURE_ENCODERS.get(kind)(hidden, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,6 +153,56 @@ def _gat(hidden: int, has_edges: bool) -> nn.Module:
     return _Conv(GATConv(hidden, hidden, heads=1, edge_dim=hidden if has_edges else None), uses_edges=has_edges)
 
 
+class OGBGCNConv(nn.Module):
+    """The edge-aware GCN layer of OGB's graph-property examples (``examples/graphproppred/mol/conv.py``,
+    ``GCNConv``), which the official Mirage models are built on; not PyG's ``GCNConv``.
+
+    For node features h (N, H), directed edges (j -> i) in ``edge_index`` (row = source j, col = target i) and edge
+    embeddings e (E, H) (a per-layer ``BondEncoder``-style embedding of the edge labels)::
+
+        x      = W h + c                                   (a linear layer)
+        deg_v  = outdeg(v) + 1,   outdeg(v) = #{edges with source v}
+        norm   = deg_j^{-1/2} deg_i^{-1/2}                 per edge (j -> i)
+        out_i  = sum_{(j -> i)} norm * ReLU(x_j + e_ji)  +  ReLU(x_i + r) / deg_i
+
+    with r (1, H) a learned root embedding (``root_emb``). On undirected real graphs outdeg = degree; on Mirage
+    tree-sets (edges child -> parent) every non-root node has outdeg 1 and a root 0. Without edge features the
+    layer uses one learned edge embedding for every edge: the official TU scripts give every edge the constant
+    attribute 1 and embed it with a ``BondEncoder``, which is that.
+
+    Shape: h (N, H), edge_index (2, E) long, edge_attr (E, H) or None -> (N, H).
+    """
+
+    def __init__(self, hidden: int, has_edges: bool) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden, hidden)
+        self.root_emb = nn.Embedding(1, hidden)
+        self.edge_const = None if has_edges else nn.Parameter(torch.empty(1, hidden))
+        if self.edge_const is not None:
+            nn.init.xavier_uniform_(self.edge_const)
+
+    def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor | None) -> Tensor:
+        x = self.linear(h)
+        n = x.shape[0]
+        src, dst = edge_index[0], edge_index[1]
+        deg = torch.zeros(n, dtype=x.dtype, device=x.device).index_add_(
+            0, src, torch.ones_like(src, dtype=x.dtype)) + 1.0
+        inv_sqrt = deg.pow(-0.5)
+        norm = (inv_sqrt[src] * inv_sqrt[dst]).unsqueeze(1)
+        if edge_attr is None:
+            edge_attr = (self.edge_const if self.edge_const is not None
+                         else torch.zeros(1, x.shape[1], dtype=x.dtype, device=x.device)).expand(src.shape[0], -1)
+        messages = norm * torch.relu(x[src] + edge_attr)
+        out = torch.zeros_like(x).index_add_(0, dst, messages)
+        return out + torch.relu(x + self.root_emb.weight) / deg.unsqueeze(1)
+
+
+@CONVS.register("gcn_ogb")
+def _gcn_ogb(hidden: int, has_edges: bool) -> nn.Module:
+    """:class:`OGBGCNConv`, the official code's GCN layer (OGB's), edge embeddings in every message."""
+    return OGBGCNConv(hidden, has_edges)
+
+
 # --------------------------------------------------------------------------------------------
 # the model
 # --------------------------------------------------------------------------------------------
@@ -149,11 +225,13 @@ class GNN(nn.Module):
         hops: depth L of the computation trees the model will be trained on, if any; a different ``layers`` warns,
             because then root embeddings no longer equal the real graphs' node embeddings (the official code does
             not enforce this: its molhiv GAT uses 2 layers on 3-hop trees).
+        embed_onehot: encode one-hot (``linear``) node / edge specs as per-label embeddings (OGB ``AtomEncoder`` /
+            ``BondEncoder`` style, :class:`OneHotEmbedding`) instead of a linear layer; the ``gcn_ogb`` model sets it.
     """
 
     def __init__(self, conv: str = "gcn", *, node_spec: dict[str, Any] | None, edge_spec: dict[str, Any] | None,
                  num_classes: int, hidden: int = 128, layers: int = 2, dropout: float = 0.5, batch_norm: bool = False,
-                 jk: str = "last", hops: int | None = None) -> None:
+                 jk: str = "last", hops: int | None = None, embed_onehot: bool = False) -> None:
         super().__init__()
         if layers < 1:
             raise ValueError(f"a GNN needs at least one layer, got {layers}")
@@ -167,12 +245,13 @@ class GNN(nn.Module):
         self.num_layers = layers
         self.dropout = dropout
         self.jk = jk
-        self.node_encoder = build_encoder(node_spec, hidden)
+        self.node_encoder = build_encoder(node_spec, hidden, embed_onehot=embed_onehot)
         if self.node_encoder is None:
             self.constant = nn.Parameter(torch.zeros(1, hidden))
             nn.init.normal_(self.constant, std=1.0)
         # One edge encoder per layer, as OGB's edge-aware convolutions embed bonds afresh at every layer.
-        self.edge_encoders = nn.ModuleList(build_encoder(edge_spec, hidden) for _ in range(layers)) \
+        self.edge_encoders = nn.ModuleList(build_encoder(edge_spec, hidden, embed_onehot=embed_onehot)
+                                           for _ in range(layers)) \
             if edge_spec is not None else None
         self.convs = nn.ModuleList(make_conv(hidden, edge_spec is not None) for _ in range(layers))
         self.norms = nn.ModuleList(nn.BatchNorm1d(hidden) if batch_norm else nn.Identity() for _ in range(layers))
@@ -233,6 +312,13 @@ for _conv in ("gcn", "gin", "gat"):
     GNN_MODELS.register(_conv)(_variant(_conv))
 
 
+@GNN_MODELS.register("gcn_ogb")
+def _gcn_ogb_model(**kwargs: Any) -> GNN:
+    """The official Mirage GCN: :class:`OGBGCNConv` layers (OGB's edge-aware GCN) on per-label node / edge
+    embeddings (``embed_onehot=True``), inside the same :class:`GNN` (layer order, JK, root-sum readout)."""
+    return GNN("gcn_ogb", embed_onehot=True, **kwargs)
+
+
 #: Cross-architecture pools of GNNs (``ddistill evaluate --pool gnn``; Mirage is model-agnostic).
 GNN_POOLS: dict[str, list[str]] = {"gnn": ["gcn", "gin", "gat"]}
 
@@ -243,5 +329,5 @@ def create_gnn(name: str, *, node_spec: dict[str, Any] | None, edge_spec: dict[s
     return GNN_MODELS.get(name)(node_spec=node_spec, edge_spec=edge_spec, num_classes=num_classes, **overrides)
 
 
-__all__ = ["CONVS", "FEATURE_ENCODERS", "GNN", "GNN_MODELS", "GNN_POOLS", "CategoricalEncoder", "LinearEncoder", "build_encoder",
-           "create_gnn"]
+__all__ = ["CONVS", "FEATURE_ENCODERS", "GNN", "GNN_MODELS", "GNN_POOLS", "CategoricalEncoder", "LinearEncoder",
+           "OGBGCNConv", "OneHotEmbedding", "build_encoder", "create_gnn"]

@@ -179,6 +179,26 @@ class ClassPatterns:
     truncated: int = 0
 
 
+def per_class_support(support: float | Sequence[float] | Mapping[int, float], classes: Sequence[int]
+                      ) -> dict[int, float]:
+    """One threshold per class from a scalar (all classes), a sequence indexed by class (one value: all classes) or a
+    class -> threshold mapping; values stay as given (counts >= 1 or fractions < 1, see :func:`resolve_support`)."""
+    classes = sorted(classes)
+    if isinstance(support, Mapping):
+        missing = [c for c in classes if c not in support]
+        if missing:
+            raise ValueError(f"no support threshold for classes {missing}; give one per class {classes}")
+        return {c: float(support[c]) for c in classes}
+    if isinstance(support, (int, float)):
+        return {c: float(support) for c in classes}
+    values = [float(v) for v in support]
+    if len(values) == 1:
+        values = values * (max(classes) + 1)
+    if len(values) <= max(classes):
+        raise ValueError(f"{len(values)} support thresholds for classes {classes}; give one or one per class")
+    return {c: values[c] for c in classes}
+
+
 def mine_per_class(transactions_by_class: Mapping[int, Sequence[Sequence[int]]],
                    support: float | Sequence[float] | Mapping[int, float], *, drop_shared: bool = False,
                    max_len: int | None = None, max_itemsets: int | None = None,
@@ -195,20 +215,7 @@ def mine_per_class(transactions_by_class: Mapping[int, Sequence[Sequence[int]]],
         backend: see :func:`mine_frequent_itemsets`.
     """
     classes = sorted(transactions_by_class)
-    if isinstance(support, Mapping):
-        missing = [c for c in classes if c not in support]
-        if missing:
-            raise ValueError(f"no support threshold for classes {missing}; give one per class {classes}")
-        per_class = {c: float(support[c]) for c in classes}
-    elif isinstance(support, (int, float)):
-        per_class = {c: float(support) for c in classes}
-    else:
-        values = [float(v) for v in support]
-        if len(values) == 1:
-            values = values * (max(classes) + 1)
-        if len(values) <= max(classes):
-            raise ValueError(f"{len(values)} support thresholds for classes {classes}; give one or one per class")
-        per_class = {c: values[c] for c in classes}
+    per_class = per_class_support(support, classes)
 
     found: dict[int, dict[tuple[int, ...], int]] = {}
     thresholds: dict[int, int] = {}
@@ -239,4 +246,4 @@ def mine_per_class(transactions_by_class: Mapping[int, Sequence[Sequence[int]]],
 
 
 __all__ = ["MINERS", "ClassPatterns", "mine_frequent_itemsets", "mine_per_class", "pattern_growth",
-           "resolve_support"]
+           "per_class_support", "resolve_support"]

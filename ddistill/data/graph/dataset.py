@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ...registry import Registry
 
@@ -73,21 +74,71 @@ class GraphDataset:
 # public entry point
 # --------------------------------------------------------------------------------------------
 def load_graph_dataset(name: str, root: str | Path | None = None, *, split_seed: int = 0,
-                       download: bool = False) -> GraphDataset:
+                       download: bool = False, split_protocol: str | None = None) -> GraphDataset:
     """Loads a registered graph-classification dataset with its train / val / test split.
 
     Args:
         name: registry name (see :func:`list_graph_datasets`); unknown names raise a KeyError listing the choices.
         root: folder holding the staged files (``<NAME>.zip`` for TU, ``ogbg_<mol>/`` or ``<mol>.csv`` for
             molecules). None: only the cache (and ``download``).
-        split_seed: seed of the random stratified TU split (molecules use the deterministic scaffold split).
+        split_seed: seed of the random TU split (molecules use the deterministic scaffold split).
         download: fetch missing files from the official source (PyG / OGB servers). Off by default.
+        split_protocol: how TU graphs are split (:data:`GRAPH_SPLITS`): ``stratified`` (default, None) or
+            ``official`` (the official Mirage TU scripts' shuffled 10 % test / 10 % val / rest train,
+            :func:`official_split`); in a config, ``dataset: {kwargs: {split_protocol: official}}``. Molecules always
+            use the scaffold split (``scaffold``; ``official`` names the same split there).
     """
-    return GRAPH_DATASETS.get(name)(root=root, split_seed=split_seed, download=download)
+    # Only when given: loaders registered elsewhere may predate the option.
+    extra = {} if split_protocol is None else {"split_protocol": split_protocol}
+    return GRAPH_DATASETS.get(name)(root=root, split_seed=split_seed, download=download, **extra)
 
 
 def list_graph_datasets() -> list[str]:
     return GRAPH_DATASETS.names()
+
+
+#: ``split(y, seed) -> (train, val, test)`` index arrays of the TU split protocols
+#: (``dataset: {kwargs: {split_protocol: ...}}``).
+GRAPH_SPLITS = Registry("graph split")
+
+#: The fractions of the random stratified split of TU datasets (train, val, test).
+TU_FRACTIONS = (0.8, 0.1, 0.1)
+
+
+def official_split(num_graphs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The split of the official Mirage TU scripts (``NCI1/graph-nci-finalize-reduce-curr.py``,
+    ``IMDB-B/graph-TUD_finalize-curr.py``): ``torch.manual_seed(0); dataset = dataset.shuffle()``, then with
+    ``n = (G + 9) // 10`` the first n shuffled graphs are the test split, the next n the validation split and the
+    rest the training split.
+
+    PyG's ``Dataset.shuffle()`` is ``index_select(torch.randperm(len(self)))`` on the global generator; the same
+    permutation comes from a private ``torch.Generator().manual_seed(seed)``, so the global RNG is never reseeded.
+    Parts keep the shuffled order (what the scripts' ``dataset[a:b]`` slices hold).
+
+    Shape: -> three int64 index arrays (train, val, test) of sizes G - 2n, n, n.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(int(num_graphs), generator=gen).numpy()
+    n = (int(num_graphs) + 9) // 10
+    return perm[2 * n:], perm[n:2 * n], perm[:n]
+
+
+@GRAPH_SPLITS.register("official")
+def _official(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return official_split(len(y), seed)
+
+
+@GRAPH_SPLITS.register("stratified")
+def _stratified(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return stratified_split(y, TU_FRACTIONS, seed)
+
+
+def resolve_split(split_protocol: str | None, default: str = "stratified") -> str:
+    """The split protocol's name (None: ``default``); an unknown one raises naming the key and the choices."""
+    name = default if split_protocol is None else str(split_protocol).lower()
+    if name not in GRAPH_SPLITS:
+        raise ValueError(f"dataset split_protocol {split_protocol!r} is unknown; choose from {GRAPH_SPLITS.names()}")
+    return name
 
 
 def stratified_split(y: np.ndarray, fractions: tuple[float, float, float], seed: int

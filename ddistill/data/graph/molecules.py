@@ -201,8 +201,16 @@ def _read_moleculenet_csv(csv: Path, label_col: str) -> tuple[list[Any], dict[st
     return graphs, split
 
 
-def _load_molecules(key: str, root: str | Path | None, split_seed: int, download: bool) -> GraphDataset:
+#: The split protocols a molecule dataset accepts: both name OGB's scaffold split, also the official Mirage one.
+MOLECULE_SPLITS = ("scaffold", "official")
+
+
+def _load_molecules(key: str, root: str | Path | None, split_seed: int, download: bool,
+                    split_protocol: str | None = None) -> GraphDataset:
     del split_seed  # the scaffold split is deterministic
+    if split_protocol is not None and str(split_protocol).lower() not in MOLECULE_SPLITS:
+        raise ValueError(f"dataset split_protocol {split_protocol!r} is not available for {key}; choose from "
+                         f"{list(MOLECULE_SPLITS)} (OGB's scaffold split, which the official Mirage code uses)")
     stem, label_col = _MOLECULES[key]
     rootp = Path(root) if root is not None else None
     folder = _find_ogb_folder(rootp, key) or _find_ogb_folder(cache_dir() / "ogb", key)
@@ -242,8 +250,9 @@ def _load_molecules(key: str, root: str | Path | None, split_seed: int, download
 
 
 def _register_molecule(key: str) -> None:
-    def loader(root: str | Path | None = None, split_seed: int = 0, download: bool = False) -> GraphDataset:
-        return _load_molecules(key, root, split_seed, download)
+    def loader(root: str | Path | None = None, split_seed: int = 0, download: bool = False,
+               split_protocol: str | None = None) -> GraphDataset:
+        return _load_molecules(key, root, split_seed, download, split_protocol)
 
     loader.__doc__ = (f"{key.replace('_', '-')}: OGB raw folder (official scaffold split) or MoleculeNet CSV "
                       f"(smiles2graph + computed scaffold split); ROC-AUC.")

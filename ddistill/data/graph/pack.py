@@ -1,8 +1,9 @@
 """Many graphs as one set of tensors (PyG ``InMemoryDataset`` slices / ``Batch`` layout, without PyG), so batches are
 cut out with a few vectorised index operations instead of collating Python objects every step; and the byte size of
-graphs in the library's plain encoding."""
+graphs in the library's plain encoding, and the size record every graph set carries (:func:`graph_size_meta`)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
@@ -200,3 +201,61 @@ def pack_graph_bytes(pack: GraphPack) -> list[int]:
     return [graph_bytes(n, m) for n, m in zip(nodes.tolist(), und.tolist())]
 
 
+#: The unit of every byte count of a graph set: the library's encodings store int32 integers only.
+BYTES_UNIT = "bytes (every stored integer is an int32: 4 bytes)"
+BYTES_PER_INT = 4
+
+#: What the size keys mean (written into every set's ``meta["size"]`` and the graph evaluator's result).
+SIZE_DEFINITIONS = (
+    "N: nodes and E: directed edges (edge_index columns) of the set's training graphs as the GNN sees them (Mirage: "
+    "the materialised tree-sets, edges child -> parent); F / D: model-input node / edge feature widths (0: none); "
+    "F_labels / D_labels: integer label columns per node / edge (one per one-hot label, one per OGB feature column), "
+    "the width the official code's x / edge_attr have, so N*F_labels and E*D_labels are the products the official "
+    "scripts print as the set's size (they never compute bytes; the published byte counts may use another unit); "
+    "compression_ratio = distilled bytes / bytes of the whole training set in the same encoding and unit (< 1: "
+    "smaller than the data it came from)")
+
+
+def _width(t: Any) -> int:
+    return 0 if t is None else (int(t.shape[1]) if t.dim() > 1 else 1)
+
+
+def _label_columns(spec: dict[str, Any] | None) -> int:
+    """Integer label columns per node / edge behind a feature spec: a one-hot block is one label, a categorical spec
+    one column per cardinality."""
+    if spec is None:
+        return 0
+    if spec.get("kind") == "categorical":
+        return len(spec.get("cardinalities", []))
+    return 1
+
+
+def graph_size_meta(pack: GraphPack, node_spec: dict[str, Any] | None, edge_spec: dict[str, Any] | None, *,
+                    distilled_bytes: int | None, full_bytes: int | None, encoding: str,
+                    full: GraphPack | None = None) -> dict[str, Any]:
+    """The size record of a graph set (``meta["size"]``): unit, bytes, N, E, F, D, N*F, E*D and the compression ratio.
+
+    Args:
+        pack: the set's training graphs as the GNN sees them.
+        node_spec, edge_spec: the discretiser's feature specs (for the label-column counts).
+        distilled_bytes: the set's size in ``encoding`` (None: unknown, e.g. a set from elsewhere).
+        full_bytes: the whole training set's size in the same encoding and unit (None: unknown; no ratio).
+        encoding: how the bytes were counted.
+        full: the whole training set (its N and E are recorded beside the set's).
+    """
+    n, e = pack.num_nodes, pack.num_edges
+    f, d = _width(pack.x), _width(pack.edge_attr)
+    f_lab, d_lab = _label_columns(node_spec), _label_columns(edge_spec)
+    out: dict[str, Any] = {
+        "unit": BYTES_UNIT, "bytes_per_int": BYTES_PER_INT, "encoding": encoding,
+        "distilled_bytes": None if distilled_bytes is None else int(distilled_bytes),
+        "full_train_bytes": None if full_bytes is None else int(full_bytes),
+        "compression_ratio": (float(distilled_bytes) / float(full_bytes) if distilled_bytes is not None and full_bytes
+                              else math.nan),
+        "graphs": pack.num_graphs, "N": n, "E": e, "F": f, "D": d, "NxF": n * f, "ExD": e * d,
+        "F_labels": f_lab, "D_labels": d_lab, "NxF_labels": n * f_lab, "ExD_labels": e * d_lab,
+        "definitions": SIZE_DEFINITIONS,
+    }
+    if full is not None:
+        out["full_train"] = {"graphs": full.num_graphs, "N": full.num_nodes, "E": full.num_edges}
+    return out

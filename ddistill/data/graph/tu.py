@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from .._cache import cache_dir
-from .dataset import GRAPH_DATASETS, GraphDataset, GraphDatasetInfo, stratified_split
+from .dataset import GRAPH_DATASETS, GRAPH_SPLITS, TU_FRACTIONS, GraphDataset, GraphDatasetInfo, resolve_split
 
 #: The fractions of the random stratified split of TU datasets (train, val, test).
-TU_SPLIT = (0.8, 0.1, 0.1)
+TU_SPLIT = TU_FRACTIONS
 TU_URL = "https://www.chrsmrrs.com/graphkerneldatasets"
 
 # --------------------------------------------------------------------------------------------
@@ -158,29 +158,39 @@ def read_tu_graphs(raw: Path, tu_name: str) -> list[Any]:
     return graphs
 
 
+#: How each TU split protocol is described in ``GraphDatasetInfo.split``.
+_SPLIT_TEXT = {
+    "stratified": "random stratified 80/10/10, numpy seed {seed}",
+    "official": "official Mirage TU split: torch.randperm with seed {seed} (PyG shuffle), first 10% test, "
+                "next 10% val, rest train",
+}
+
+
 def _load_tu(tu_name: str, disc: str, key: str, root: str | Path | None, split_seed: int,
-             download: bool) -> GraphDataset:
+             download: bool, split_protocol: str | None = None) -> GraphDataset:
+    name = resolve_split(split_protocol)
     raw = _stage_tu(tu_name, Path(root) if root is not None else None, download)
     graphs = read_tu_graphs(raw, tu_name)
     y = np.array([int(g.y) for g in graphs])
-    tr, va, te = stratified_split(y, TU_SPLIT, split_seed)
+    tr, va, te = GRAPH_SPLITS.get(name)(y, split_seed)
     first = graphs[0]
     nf = 0 if first.x is None else int(first.x.shape[1])
     ef = 0 if getattr(first, "edge_attr", None) is None else int(first.edge_attr.shape[1])
     info = GraphDatasetInfo(
         name=key, num_classes=int(y.max()) + 1, node_features="onehot" if nf else "none",
         edge_features="onehot" if ef else "none", num_node_features=nf, num_edge_features=ef, metric="accuracy",
-        discretiser=disc, split=f"random stratified 80/10/10, numpy seed {split_seed}",
+        discretiser=disc, split=_SPLIT_TEXT[name].format(seed=split_seed),
     )
     return GraphDataset([graphs[i] for i in tr], [graphs[i] for i in va], [graphs[i] for i in te], info)
 
 
 def _register_tu(key: str, tu_name: str, disc: str) -> None:
-    def loader(root: str | Path | None = None, split_seed: int = 0, download: bool = False) -> GraphDataset:
-        return _load_tu(tu_name, disc, key, root, split_seed, download)
+    def loader(root: str | Path | None = None, split_seed: int = 0, download: bool = False,
+               split_protocol: str | None = None) -> GraphDataset:
+        return _load_tu(tu_name, disc, key, root, split_seed, download, split_protocol)
 
     loader.__doc__ = (f"TU dataset {tu_name} (the official zip, PyG's parser), random stratified 80/10/10 "
-                      f"split; default Mirage discretiser '{disc}'.")
+                      f"split (or ``split_protocol='official'``); default Mirage discretiser '{disc}'.")
     GRAPH_DATASETS.register(key)(loader)
 
 

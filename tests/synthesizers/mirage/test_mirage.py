@@ -59,7 +59,7 @@ _toy = toy_graphs
 # --- registries -----------------------------------------------------------------------------------------------
 def test_components_are_registered():
     assert "mirage" in SYNTHESIZERS and "random_graphs" in SYNTHESIZERS and "graph" in EVALUATORS
-    assert GNN_MODELS.names() == ["gat", "gcn", "gin"]
+    assert GNN_MODELS.names() == ["gat", "gcn", "gcn_ogb", "gin"]
     expected = {"mutag", "ptc_mr", "proteins", "nci1", "nci109", "enzymes", "imdb_binary", "imdb_multi",
                 "ogbg_molbace", "ogbg_molhiv", "ogbg_molbbbp"}
     assert expected <= set(GRAPH_DATASETS.names())
