@@ -272,6 +272,10 @@ def report(args: argparse.Namespace, work: Path) -> None:
                                          f"invocations above (a cell is written only when it finishes)."
                                          for p in missing), ""]
     lines += ["## What this shows", "", *what_this_shows(results, whole), ""]
+    reading = out.parent / f"{out.name}.reading.md"  # a person's reading of the numbers, kept across regenerations
+    if reading.exists():
+        lines += [f"## Reading (hand-written from the numbers above; `{reading.name}`)", "",
+                  reading.read_text().strip(), ""]
     out.with_suffix(".md").write_text("\n".join(lines))
     plot(results, whole, out.with_suffix(".png"))
     print(f"wrote {out.with_suffix('.md')}, {out.with_suffix('.json')}, {out.with_suffix('.png')}")
