@@ -155,34 +155,37 @@ class ContinualEvaluator(Evaluator):
         cfg = self.config
         perf = cfg.perf.resolve(self.device)
         augment = build_augment(cfg.train.augment, dataset)
-        curves: list[list[float]] = []
-        memory_sizes: list[int] = []
-        total = cfg.num_orders * cfg.models_per_order * cfg.stages
+        runs = [(o, m) for o in range(len(orders)) for m in range(cfg.models_per_order)]
+
+        def train_run(_: int, run: tuple[int, int]) -> list[Any]:
+            """Run (order o, model m): every stage's network and data order depend only on (seed, o, m, s), so the
+            runs can be trained in any order, on any rank. Returns [curve, memory size per stage]."""
+            o, m = run
+            splits = stage_splits(k, cfg.stages, orders[o])
+            x_mem, y_mem = memory(o, m)
+            family = ModelFamily(model, in_channels=x_mem.shape[1], num_classes=k, image_size=tuple(x_mem.shape[2:]),
+                                 seed=derive_seed(self.seed, FAMILY_STREAM, o, m), **model_kwargs)
+            curve, sizes = [], []
+            seen: list[int] = []
+            for s, classes in enumerate(splits):
+                seen += classes
+                mem_mask = _member(y_mem, seen)
+                test_mask = _member(y_test, seen)
+                sizes.append(int(mem_mask.sum()))
+                net = perf.prepare_model(family.build(s, self.device))  # from scratch at every stage
+                gen = make_generator(derive_seed(self.seed, TRAIN_STREAM, o, m, s))
+                train_classifier(net, x_mem[mem_mask], y_mem[mem_mask], cfg.train, augment=augment,
+                                 generator=gen, perf=perf)
+                curve.append(100.0 * accuracy(net, x_test[test_mask], y_test[test_mask], perf=perf))
+                bar.update(1)
+            return [curve, sizes]
+
+        total = len(self.dist.owned(len(runs))) * cfg.stages
         bar = progress_bar(total=total, desc=desc, enabled=cfg.progress, leave=False)
-        for o, order in enumerate(orders):
-            splits = stage_splits(k, cfg.stages, order)
-            for m in range(cfg.models_per_order):
-                x_mem, y_mem = memory(o, m)
-                family = ModelFamily(model, in_channels=x_mem.shape[1], num_classes=k,
-                                     image_size=tuple(x_mem.shape[2:]), seed=derive_seed(self.seed, FAMILY_STREAM, o, m),
-                                     **model_kwargs)
-                curve = []
-                seen: list[int] = []
-                for s, classes in enumerate(splits):
-                    seen += classes
-                    mem_mask = _member(y_mem, seen)
-                    test_mask = _member(y_test, seen)
-                    if o == 0 and m == 0:
-                        memory_sizes.append(int(mem_mask.sum()))
-                    net = perf.prepare_model(family.build(s, self.device))  # from scratch at every stage
-                    gen = make_generator(derive_seed(self.seed, TRAIN_STREAM, o, m, s))
-                    train_classifier(net, x_mem[mem_mask], y_mem[mem_mask], cfg.train, augment=augment,
-                                     generator=gen, perf=perf)
-                    curve.append(100.0 * accuracy(net, x_test[test_mask], y_test[test_mask], perf=perf))
-                    bar.update(1)
-                curves.append(curve)
+        # Under torchrun each rank trains its share of the (order, model) runs (the numbers are one process's).
+        done = self.dist.map(runs, train_run)
         bar.close()
-        return curves, memory_sizes
+        return [[float(a) for a in curve] for curve, _ in done], [int(n) for n in done[0][1]]
 
 
 def _member(y: Tensor, classes: list[int]) -> Tensor:

@@ -46,7 +46,6 @@ from ddistill.data.graph import (Discretiser, GraphDataset, GraphPack, build_dis
 from ddistill.models.gnn import create_gnn
 from ddistill.registry import Registry
 from ddistill.synset import SyntheticSet
-from ddistill.utils.progress import progress_bar
 from ddistill.utils.seed import derive_seed, make_generator, seeded_rng
 from ddistill.utils.train import TrainRecipe
 from synthesizers.mirage.selection import SUPPORT_SCORERS
@@ -374,16 +373,16 @@ class GraphEvaluator(Evaluator):
         tail = (stream,) if stream else ()
         model_kwargs = dict(hidden=cfg.hidden, layers=layers, dropout=cfg.dropout, batch_norm=cfg.batch_norm,
                             jk=cfg.jk)
-        best_vals, best_tests, best_epochs, best_extras, seconds, best_probs, sizes = [], [], [], [], [], [], []
-        best_passes, biases, uncalibrated = [], [], []
         recipe = cfg.train
         if isinstance(recipe.lr, str) or recipe.iterations is not None:
             raise ValueError("the graph evaluator trains whole epochs at a numeric train.lr")
-        for run in progress_bar(range(cfg.num_runs), desc=f"evaluate {cfg.model}", enabled=cfg.progress, leave=False):
+
+        def train_run(run: int, _: Any) -> dict[str, Any]:
+            """Run ``run``: its model, dropout and batch order depend only on (seed, run, stream), so the runs can be
+            trained in any order, on any rank (JSON values only: they are gathered across ranks)."""
             start = time.perf_counter()
             run_train = (train if train_for_run is None else train_for_run(run)).to(dev)
             n = run_train.num_graphs
-            sizes.append(n)
             # Model init and dropout draw from the global RNG; a forked, seeded copy keeps every run reproducible
             # and leaves the caller's random stream untouched.
             with seeded_rng(derive_seed(self.seed, MODEL_STREAM, run, *tail), dev):
@@ -419,15 +418,22 @@ class GraphEvaluator(Evaluator):
                         opt.step()
                     if (epoch, "after") in wanted:
                         score(epoch, "after")
-            best_probs.append(best["probs"])
-            best_vals.append(best["val"])
-            best_tests.append(best["test"])
-            best_epochs.append(best["epoch"])
-            best_passes.append(best["passes"])
-            best_extras.append(best["extra"])
-            biases.append(best["bias"])
-            uncalibrated.append(best["test_uncalibrated"])
-            seconds.append(time.perf_counter() - start)
+            probs = best["probs"]
+            return {**{k: v for k, v in best.items() if k != "probs"}, "size": n,
+                    "probs": None if probs is None else probs.cpu().tolist(), "seconds": time.perf_counter() - start}
+
+        # Under torchrun each rank trains its share of the runs (the numbers are those of one process).
+        done = self.dist.map(range(cfg.num_runs), train_run)
+        best_vals = [d["val"] for d in done]
+        best_tests = [d["test"] for d in done]
+        best_epochs = [d["epoch"] for d in done]
+        best_passes = [d["passes"] for d in done]
+        best_extras = [d["extra"] for d in done]
+        biases = [d["bias"] for d in done]
+        uncalibrated = [d["test_uncalibrated"] for d in done]
+        seconds = [d["seconds"] for d in done]
+        sizes = [d["size"] for d in done]
+        best_probs = [None if d["probs"] is None else torch.tensor(d["probs"], dtype=torch.float32) for d in done]
         ranked = sorted(range(cfg.num_runs), key=lambda r: -best_vals[r] if math.isfinite(best_vals[r]) else math.inf)
         chosen = ranked[: cfg.top_k] if cfg.top_k else list(range(cfg.num_runs))
         return EvalResult(metric_name, [best_tests[r] for r in chosen], {

@@ -21,7 +21,7 @@ from ddistill.distributed import init_distributed  # noqa: E402
 from ddistill.utils.perf import PerfConfig  # noqa: E402
 
 FAST = PerfConfig(channels_last=False, bf16=False, compile=False, threads=1)
-CASES = ("dm", "datadam_batchnorm", "mtt", "krr_st", "classifier")
+CASES = ("dm", "datadam_batchnorm", "mtt", "krr_st", "classifier", "continual", "graph")
 
 
 def _matching(name: str, out: Path, steps: int, stop_after: int | None, resume: bool,
@@ -93,6 +93,43 @@ def _classifier() -> dict[str, torch.Tensor]:
             "curves": torch.tensor(res.details["test_curves"], dtype=torch.float64)}
 
 
+def _continual() -> dict[str, torch.Tensor]:
+    from ddistill.data import EvalData
+    from ddistill.utils.train import TrainRecipe
+    from evaluators.continual import ContinualConfig, ContinualEvaluator
+    from synthesizers import SYNTHESIZERS
+
+    real, test = load_real("digits")
+    synset = SYNTHESIZERS.get("random")(SYNTHESIZERS.get("random").Config(ipc=3), seed=0).fit(real)
+    cfg = ContinualConfig(stages=2, num_orders=3, models_per_order=1, model="mlp", model_kwargs={},
+                          train=TrainRecipe(epochs=5, augment="none"), perf=FAST)
+    res = ContinualEvaluator(cfg, seed=0).evaluate(synset, EvalData(train=real, test=test))
+    return {"values": torch.tensor(res.values, dtype=torch.float64),
+            "curves": torch.tensor(res.details["curves"], dtype=torch.float64),
+            "control": torch.tensor(res.details["controls"]["random_subset"]["values"], dtype=torch.float64)}
+
+
+def _graph() -> dict[str, torch.Tensor]:
+    import dataclasses as dc
+
+    from ddistill.data import EvalData
+    from evaluators.graph import GraphEvalConfig, GraphEvaluator
+    from synthesizers.random_graphs import RandomGraphs, RandomGraphsConfig
+    from tests._helpers import toy_graphs
+
+    data = toy_graphs()
+    synset = RandomGraphs(RandomGraphsConfig(graphs_per_class=4, hops=1), seed=0).fit(data)
+    train = dc.replace(GraphEvalConfig().train, epochs=2, batch_size=8, lr=2e-3)  # short: scores not all 100
+    cfg = GraphEvalConfig(hidden=16, num_runs=3, threads=1, progress=False, train=train,
+                          controls=["untrained", "random_graphs", "num_nodes"])
+    res = GraphEvaluator(cfg, seed=0).evaluate(synset, EvalData(graphs=data))
+    controls = res.details["controls"]
+    return {"values": torch.tensor(res.values, dtype=torch.float64),
+            "val": torch.tensor(res.details["val"], dtype=torch.float64),
+            "untrained": torch.tensor(controls["untrained"]["values"], dtype=torch.float64),
+            "random_graphs": torch.tensor(controls["random_graphs"]["values"], dtype=torch.float64)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("case", choices=CASES)
@@ -115,6 +152,10 @@ def main() -> None:
         result = _mtt(out, args.steps, args.experts)
     elif args.case == "krr_st":
         result = _krr_st(args.steps)
+    elif args.case == "graph":
+        result = _graph()
+    elif args.case == "continual":
+        result = _continual()
     else:
         result = _classifier()
     if context.is_main:
