@@ -47,6 +47,7 @@ from ddistill.io import machine_info, write_json  # noqa: E402
 from evaluators.graph import GraphEvalConfig, GraphEvaluator, majority_rate  # noqa: E402
 from evaluators.graph_controls import CONTROLS, SIZE_FEATURES, control_warnings  # noqa: E402
 from synthesizers.mirage import Mirage, MirageConfig  # noqa: E402
+from synthesizers.mirage.selection import describe_tried  # noqa: E402
 
 DATASETS = ("nci1", "imdb_binary", "mutag", "ogbg_molbace")
 #: Control rows of the tables, in order (``random_graphs_size_binned`` is shown in the size-binned column).
@@ -449,9 +450,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
             lines.append(f"Options: {r['options']}. The majority-class rate of the test split (the accuracy of always "
                          f"predicting the most frequent class) is {r.get('test_majority_rate', float('nan')):.2f}.\n")
         for gnn, sched in (r.get("support_schedule") or {}).items():
-            tried = "; ".join(f"{e['support']}: " + (f"{e['distilled_bytes']:,} B, validation "
-                                                      f"{e['validation_score']:.2f}" if "validation_score" in e
-                                                      else "infeasible") for e in sched["entries"])
+            tried = describe_tried(sched["entries"])
             lines.append(f"Support schedule for {gnn} ({sched['split']}): selected {sched['selected_support']} "
                          f"({sched['distilled_bytes']:,} B); tried {tried}.\n")
         for key, res in r["results"].items():

@@ -49,6 +49,7 @@ from ddistill.data.graph import load_graph_dataset
 from ddistill.io import machine_info, write_json
 from evaluators.graph import GraphEvalConfig, GraphEvaluator, majority_rate
 from synthesizers.mirage import Mirage, MirageConfig
+from synthesizers.mirage.selection import describe_tried
 from synthesizers.random_graphs import RandomGraphs, RandomGraphsConfig
 
 #: Keys of the benchmark's evaluation specs that belong to the training recipe (the rest are GNN settings).
@@ -572,9 +573,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
                      f"always predicting the most frequent class) is in the last column.")
     for name, r in result["rows"].items():
         for gnn, sched in (r.get("support_schedule") or {}).items():
-            tried = "; ".join(f"{e['support']}: " + (f"{e['distilled_bytes']:,} B, validation "
-                                                      f"{e['validation_score']:.2f}" if "validation_score" in e
-                                                      else "infeasible") for e in sched["entries"])
+            tried = describe_tried(sched["entries"])
             lines.append(f"- {name} / {gnn}: support schedule ({sched['split']}) selected "
                          f"{sched['selected_support']} ({sched['distilled_bytes']:,} B); tried {tried}")
     lines.append("\nRandom sets actually drawn (bytes, graphs per class), per seed:\n")

@@ -109,4 +109,12 @@ def pick_best(scores: Sequence[float | None]) -> int:
     return best
 
 
-__all__ = ["SELECTION_SPLITS", "SUPPORT_SCORERS", "SupportSelection", "get_scorer", "pick_best", "subset_thresholds"]
+def describe_tried(entries: Sequence[Mapping[str, Any]]) -> str:
+    """One line of every threshold a schedule tried (``meta["support_schedule"]["entries"]``): its bytes and
+    validation score, or that it was infeasible."""
+    return "; ".join(f"{e['support']}: " + (f"{e['distilled_bytes']:,} B, validation {e['validation_score']:.2f}"
+                                             if "validation_score" in e else "infeasible") for e in entries)
+
+
+__all__ = ["SELECTION_SPLITS", "SUPPORT_SCORERS", "SupportSelection", "describe_tried", "get_scorer", "pick_best",
+           "subset_thresholds"]
