@@ -101,13 +101,14 @@ def capture(args: argparse.Namespace) -> dict:
     from ddistill.data import EvalData
     from ddistill.utils.train import TrainRecipe as TR
     dmset = syn("dm", ipc=4, iterations=3, batch_real=32, model_kwargs={"depth": 2, "width": 16}, perf=FAST).fit(real)
-    r = ClassifierEvaluator(ClassifierConfig(num_models=2, train=TR(epochs=15), model_kwargs={"depth": 2, "width": 16}, perf=FAST, progress=False), seed=1).evaluate(dmset, test)
+    with_train = EvalData(test=test, train=real)  # the evaluators' controls read the real training split
+    r = ClassifierEvaluator(ClassifierConfig(num_models=2, train=TR(epochs=15), model_kwargs={"depth": 2, "width": 16}, perf=FAST, progress=False), seed=1).evaluate(dmset, with_train)
     out["eval_classifier"] = torch.tensor(r.values)
-    r = ClassifierEvaluator(ClassifierConfig(num_models=1, train=TR(epochs=6), model_kwargs={"depth": 2, "width": 16}, progress=False), seed=1).evaluate(dmset, test)
+    r = ClassifierEvaluator(ClassifierConfig(num_models=1, train=TR(epochs=6), model_kwargs={"depth": 2, "width": 16}, progress=False), seed=1).evaluate(dmset, with_train)
     out["eval_classifier_perfauto"] = torch.tensor(r.values)
     r = ClassifierEvaluator(ClassifierConfig(num_models=1, train=TR(epochs=2), model_kwargs={"depth": 2, "width": 16}, perf=FAST, progress=False), seed=1).evaluate_real(real, test)
     out["eval_real"] = torch.tensor(r.values)
-    r = ContinualEvaluator(ContinualConfig(stages=5, num_orders=2, models_per_order=1, train=TR(epochs=5), model_kwargs={"depth": 2, "width": 16}, perf=FAST, progress=False), seed=0).evaluate(dmset, test)
+    r = ContinualEvaluator(ContinualConfig(stages=5, num_orders=2, models_per_order=1, train=TR(epochs=5), model_kwargs={"depth": 2, "width": 16}, perf=FAST, progress=False), seed=0).evaluate(dmset, with_train)
     out["eval_continual"] = torch.tensor(r.details["curves"])
     nas = NASEvaluator(NASConfig(num_architectures=3, proxy=TR(epochs=3), real=TR(epochs=1, augment="none"), real_train_size=300, val_size=200, space={"width": [8, 16], "depth": [1, 2], "act": ["relu"], "norm": ["instancenorm", "none"], "pool": ["avgpooling"]}, perf=FAST, progress=False), seed=0)
     r = nas.evaluate(dmset, EvalData(test=test, train=real))
@@ -131,6 +132,8 @@ def capture(args: argparse.Namespace) -> dict:
     import dataclasses
     def GC(epochs, **kw):
         base = GraphEvalConfig()
+        if args.graph_calibration is not None and hasattr(base, "calibration"):
+            kw["calibration"] = args.graph_calibration
         return GraphEvalConfig(**kw, train=dataclasses.replace(base.train, epochs=epochs))
     from evaluators.graph import GraphEvalConfig, GraphEvaluator
     mutag = load_graph_dataset("mutag", args.tu)
@@ -175,6 +178,8 @@ def main() -> None:
     p.add_argument("--out", default=None, help="capture file to write")
     p.add_argument("--tu", default="../shared/data/tu", help="folder holding MUTAG.zip")
     p.add_argument("--compare", nargs=2, default=None, metavar=("A", "B"), help="compare two capture files")
+    p.add_argument("--graph-calibration", default=None, help="the graph evaluator's calibration where the tree has "
+                   "that option (none = the behaviour before it existed)")
     args = p.parse_args()
     if args.compare:
         raise SystemExit(1 if compare(*args.compare) else 0)

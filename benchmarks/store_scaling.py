@@ -14,9 +14,10 @@ Method. Every (path, size) runs in a fresh subprocess, one after another: it ope
 (``memmap``: :class:`MemmapRealData`, class batches read from disk; ``ram``: the whole store copied into RAM and
 encoded as float32 by ``RealData.from_images``, what the in-RAM path holds after decoding), then runs DataDAM
 (``--preset``, ``--ipc``, ``--batch-real`` real images per class, ``--iterations`` iterations, seed ``--seed``, plain
-fp32 eager, CPU). Peak memory is the subprocess's own ``getrusage(RUSAGE_SELF).ru_maxrss`` (the kernel's peak
-resident set, Python and torch included; it would count store pages left mapped, which the store unmaps after every
-read) and VmHWM; the resident set at start, after loading and, at the end, its anonymous and file-backed parts
+fp32 eager, CPU). Peak memory is the subprocess's own VmHWM (``/proc/self/status``: the peak resident set of its
+address space, Python and torch included; ``getrusage(RUSAGE_SELF).ru_maxrss`` is recorded too, but Linux carries
+the launching process's peak into it across exec). Store pages left mapped would count, so the store unmaps them
+after every read. The resident set at start, after loading and, at the end, its anonymous and file-backed parts
 (``/proc/self/status``) are recorded too. Seconds per iteration = the median of
 iterations 2.. (the first also pays the set-up: network family, initial images). ``set_sha1`` hashes the final
 synthetic images: equal for the two paths at the same size (same pixels, same seed).
@@ -144,20 +145,47 @@ def write_outputs(args: argparse.Namespace, rows: list[dict], out: Path) -> None
                          "threads": args.threads or "torch default"},
               "seeds": {"distillation": args.seed}, "rows": rows}
     write_json(out.with_suffix(".json"), result)
-    lines = [f"# Real-data store scaling: DataDAM on CPU (CIFAR-10 JPEG at {RESOLUTION} px, IPC {args.ipc}, "
-             f"{args.batch_real} real/class, preset {args.preset}, {args.iterations} iterations, seed {args.seed})\n",
-             f"Command: `{command}`. Each row is a fresh subprocess. Peak RSS = the process's ru_maxrss (includes "
-             f"Python + torch, about the 'RSS at start' column; the store unmaps its pages after every read). "
-             f"s/iteration = median of iterations 2..{args.iterations}. Machine: {result['machine']['cpu']}, "
-             f"{result['machine']['cores']} cores, torch {result['machine']['torch']}.\n",
-             "| path | rows | store (GiB) | load (s) | s/iteration | peak RSS (MiB) | RSS at start (MiB) | "
-             "RSS after load (MiB) | RSS file-backed at end (MiB) | set sha1 |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    write_report(result, out)
+
+
+def write_report(result: dict, out: Path) -> None:
+    """The markdown table (and the facts read off it) of a results JSON."""
+    b, rows = result["budget"], result["rows"]
+    m = result["machine"]
+    lines = [f"# Real-data store scaling: DataDAM on CPU (CIFAR-10 JPEG at {RESOLUTION} px, IPC {b['ipc']}, "
+             f"{b['batch_real_per_class']} real/class, preset {b['preset']}, {b['iterations']} iterations, seed "
+             f"{result['seeds']['distillation']})\n",
+             f"Command: `{result['command']}`. Each row is a fresh subprocess. Peak RSS = the subprocess's VmHWM (the "
+             f"peak resident set of its own address space: Python + torch + the data it holds + DataDAM's "
+             f"activations; the store unmaps its pages after every read). `ru_maxrss` is shown too but is not this "
+             f"process's peak: Linux carries the launching process's peak across exec, and the driver had just "
+             f"written the 1M-row store through a memory map. s/iteration = median of iterations 2..{b['iterations']}. "
+             f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}.\n",
+             "| path | rows | store (GiB) | load (s) | s/iteration | peak RSS (VmHWM, MiB) | ru_maxrss (MiB) | "
+             "RSS at start (MiB) | RSS after load (MiB) | RSS file-backed at end (MiB) | set sha1 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(f"| {r['mode']} | {r['rows']} | {r['store_gib']:.2f} | {r['load_seconds']:.1f} | "
-                     f"{r['seconds_per_iteration_median']:.2f} | {r['peak_rss_mib']:.0f} | "
+                     f"{r['seconds_per_iteration_median']:.2f} | {r['vm_hwm_mib']:.0f} | {r['peak_rss_mib']:.0f} | "
                      f"{r['rss_at_start_mib']:.0f} | {r['rss_after_load_mib']:.0f} | "
                      f"{r['rss_file_end_mib'] or 0:.0f} | {r['set_sha1'][:12]} |")
+    mm = [r for r in rows if r["mode"] == "memmap"]
+    ram = [r for r in rows if r["mode"] == "ram"]
+    if len(mm) > 1:
+        lo, hi = mm[0], mm[-1]
+        lines += ["", f"- Memory-mapped path: the store grows {hi['rows'] / lo['rows']:.0f}x ({lo['store_gib']:.2f} to "
+                      f"{hi['store_gib']:.2f} GiB) and the peak resident set goes from {lo['vm_hwm_mib']:.0f} to "
+                      f"{hi['vm_hwm_mib']:.0f} MiB ({100 * (hi['vm_hwm_mib'] / lo['vm_hwm_mib'] - 1):+.1f} %); "
+                      f"s/iteration {lo['seconds_per_iteration_median']:.2f} to "
+                      f"{hi['seconds_per_iteration_median']:.2f}."]
+    for r in ram:
+        same = [x for x in mm if x["rows"] == r["rows"]]
+        if same:
+            x = same[0]
+            lines.append(f"- In-RAM path at {r['rows']} rows: peak {r['vm_hwm_mib']:.0f} MiB against "
+                         f"{x['vm_hwm_mib']:.0f} MiB memory-mapped (the encoded float32 copy of the split, "
+                         f"{r['rss_after_load_mib'] - r['rss_at_start_mib']:.0f} MiB after loading); the final sets are "
+                         f"{'bit-identical' if r['set_sha1'] == x['set_sha1'] else 'DIFFERENT'} (sha1).")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -180,7 +208,11 @@ def main() -> None:
     p.add_argument("--remove-stores", action="store_true", help="delete the stores written here at the end")
     p.add_argument("--out", default="benchmarks/results/store_scaling", help="results path without suffix")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--report-only", action="store_true", help="re-write the .md from the --out JSON")
     args = p.parse_args()
+    if args.report_only:
+        write_report(json.loads(Path(args.out).with_suffix(".json").read_text()), Path(args.out))
+        return
     if args.child:
         print(json.dumps(run_child(json.loads(args.child))), flush=True)
         return
