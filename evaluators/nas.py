@@ -177,23 +177,37 @@ class NASEvaluator(Evaluator):
                                          "seconds": time.perf_counter() - t}
             return self._real_cache[key]
 
-        proxy_acc, real_acc, proxy_seconds, real_seconds = [], [], 0.0, 0.0
-        real_nets: dict[int, dict[str, Any]] = {}
-        for i, arch in enumerate(progress_bar(archs, desc="nas", enabled=cfg.progress, leave=False)):
+        def real_runs(repeat: tuple[int, ...] = ()) -> list[dict[str, float]]:
+            """Every architecture's real run (each rank trains its share; every rank caches all of them)."""
+            done = self.dist.map(archs, lambda i, arch: real_run(i, arch, repeat))
+            for i, r in enumerate(done):
+                self._real_cache.setdefault((id(real), len(real), id(test), i, repeat), r)
+            return done
+
+        bar = progress_bar(total=len(self.dist.owned(len(archs))), desc="nas", enabled=cfg.progress, leave=False)
+
+        def proxy_run(i: int, arch: dict[str, Any]) -> list[float]:
             t = time.perf_counter()
             net = fit(i, arch, x_proxy, y_proxy, cfg.proxy, augment, PROXY_STREAM)
-            proxy_acc.append(100.0 * accuracy(net, x_val, y_val, perf=perf))
-            proxy_seconds += time.perf_counter() - t
-            cached = real_run(i, arch)
-            real_acc.append(cached["val"])
-            real_nets[i] = {"test": cached["test"]}
-            real_seconds += cached["seconds"]
+            bar.update(1)
+            return [100.0 * accuracy(net, x_val, y_val, perf=perf), time.perf_counter() - t]
+
+        # Under torchrun each rank trains its share of the architectures (every run's seeds depend only on its
+        # index, so the rankings are one process's).
+        proxies = self.dist.map(archs, proxy_run)
+        bar.close()
+        proxy_acc = [float(a) for a, _ in proxies]
+        proxy_seconds = sum(float(t) for _, t in proxies)
+        reals = real_runs()
+        real_acc = [r["val"] for r in reals]
+        real_nets: dict[int, dict[str, Any]] = {i: {"test": r["test"]} for i, r in enumerate(reals)}
+        real_seconds = sum(r["seconds"] for r in reals)
         chosen = int(np.argmax(proxy_acc))
         best = int(np.argmax(real_acc))
         rho = spearman(proxy_acc, real_acc)
         controls: dict[str, Any] = {}
         if "real_repeat" in cfg.controls:
-            again = [real_run(i, arch, (REPEAT,)) for i, arch in enumerate(archs)]
+            again = real_runs((REPEAT,))
             controls["real_repeat"] = {
                 "mean": spearman([a["val"] for a in again], real_acc), "real_val_accuracy": [a["val"] for a in again],
                 "seconds": sum(a["seconds"] for a in again),
@@ -231,8 +245,8 @@ class NASEvaluator(Evaluator):
         idx = torch.cat([pool.sample_indices(c, n, gen, strict=True) for c, n in enumerate(counts) if n])
         x, labels = pool.x[idx], pool.y[idx]
         start = time.perf_counter()
-        acc = [100.0 * accuracy(fit(i, arch, x, labels, self.config.proxy, augment, PROXY_STREAM), x_val, y_val,
-                                perf=perf) for i, arch in enumerate(archs)]
+        acc = self.dist.map(archs, lambda i, arch: 100.0 * accuracy(
+            fit(i, arch, x, labels, self.config.proxy, augment, PROXY_STREAM), x_val, y_val, perf=perf))
         return {"mean": spearman(acc, real_acc), "proxy_val_accuracy": acc, "seconds": time.perf_counter() - start,
                 "size": int(idx.numel()),
                 "what": "random real subset with the set's per-class counts, proxy recipe and inits"}

@@ -21,7 +21,7 @@ from ddistill.distributed import init_distributed  # noqa: E402
 from ddistill.utils.perf import PerfConfig  # noqa: E402
 
 FAST = PerfConfig(channels_last=False, bf16=False, compile=False, threads=1)
-CASES = ("dm", "datadam_batchnorm", "mtt", "krr_st", "classifier", "continual", "graph")
+CASES = ("dm", "datadam_batchnorm", "mtt", "krr_st", "classifier", "continual", "nas", "graph")
 
 
 def _matching(name: str, out: Path, steps: int, stop_after: int | None, resume: bool,
@@ -109,6 +109,27 @@ def _continual() -> dict[str, torch.Tensor]:
             "control": torch.tensor(res.details["controls"]["random_subset"]["values"], dtype=torch.float64)}
 
 
+def _nas() -> dict[str, torch.Tensor]:
+    from ddistill.data import EvalData
+    from ddistill.utils.train import TrainRecipe
+    from evaluators.nas import NASConfig, NASEvaluator
+    from synthesizers import SYNTHESIZERS
+
+    real, test = load_real("digits")
+    synset = SYNTHESIZERS.get("random")(SYNTHESIZERS.get("random").Config(ipc=3), seed=0).fit(real)
+    cfg = NASConfig(num_architectures=3, proxy=TrainRecipe(epochs=3), real=TrainRecipe(epochs=1, augment="none"),
+                    real_train_size=300, val_size=200, space={"width": [8, 16], "depth": [1, 2], "act": ["relu"],
+                                                              "norm": ["instancenorm", "none"],
+                                                              "pool": ["avgpooling"]}, perf=FAST, progress=False)
+    res = NASEvaluator(cfg, seed=0).evaluate(synset, EvalData(test=test, train=real))
+    d = res.details
+    return {"values": torch.tensor(res.values, dtype=torch.float64),
+            "proxy": torch.tensor(d["proxy_val_accuracy"], dtype=torch.float64),
+            "real": torch.tensor(d["real_val_accuracy"] + d["real_test_accuracy"], dtype=torch.float64),
+            "repeat": torch.tensor(d["controls"]["real_repeat"]["real_val_accuracy"], dtype=torch.float64),
+            "random": torch.tensor(d["controls"]["random_subset"]["proxy_val_accuracy"], dtype=torch.float64)}
+
+
 def _graph() -> dict[str, torch.Tensor]:
     import dataclasses as dc
 
@@ -156,6 +177,8 @@ def main() -> None:
         result = _graph()
     elif args.case == "continual":
         result = _continual()
+    elif args.case == "nas":
+        result = _nas()
     else:
         result = _classifier()
     if context.is_main:
