@@ -57,8 +57,9 @@ LABELS = {"random_graphs": "random real graphs, same bytes, trained like the set
           "num_edges": "number of edges only", "edge_density": "edge density only",
           "label_histogram": "label histogram + size (linear)"}
 
-#: Hand-written reading of the measured numbers (dataset -> paragraph), added after the run recorded in the JSON;
-#: the numbers quoted come from that JSON. Empty: only the generated sentences are written.
+#: Hand-written reading of the measured numbers (dataset -> paragraph) of the committed default run
+#: (``--out benchmarks/results/evaluation_graphs``) only; the numbers quoted come from that JSON. Any other output
+#: takes its reading from ``<out>.reading.md`` beside it (a file of ``## <dataset>`` sections), when there is one.
 # Read off the committed numbers (benchmarks/results/evaluation_graphs.json, 5 seeds); re-check them after a re-run.
 CONCLUSIONS: dict[str, str] = {
     "mutag": "Every row that learns anything sits at the size floor: the number of nodes alone scores 95.83, the "
@@ -85,6 +86,26 @@ CONCLUSIONS: dict[str, str] = {
             "counts carry nearly all the signal a GCN picks up, even from the whole training set; the 68.2 "
             "published for Mirage is no higher than what the full set and the label histogram score here.",
 }
+
+
+def conclusions_for(out: Path, rows: dict[str, Any]) -> dict[str, str]:
+    """The hand-written reading of the run written to ``out`` (without suffix): :data:`CONCLUSIONS` for the committed
+    default run, else the ``## <dataset>`` sections of ``<out>.reading.md`` (none when it does not exist), so a
+    reading never lands beside numbers it was not written from."""
+    if out.name == "evaluation_graphs":
+        return {k: v for k, v in CONCLUSIONS.items() if k in rows}
+    reading = out.parent / f"{out.name}.reading.md"
+    if not reading.exists():
+        return {}
+    sections: dict[str, str] = {}
+    name = None
+    for line in reading.read_text().splitlines():
+        if line.startswith("## "):
+            name = line[3:].strip()
+            sections[name] = ""
+        elif name is not None:
+            sections[name] = (sections[name] + " " + line.strip()).strip()
+    return {k: v for k, v in sections.items() if k in rows}
 
 
 def parse_protocols(items: list[str]) -> dict[str, list[float]]:
@@ -196,7 +217,7 @@ def main() -> None:
     if args.md_only:
         path = Path(args.md_only)
         saved = json.loads(path.read_text())
-        saved["conclusions"] = {k: v for k, v in CONCLUSIONS.items() if k in saved["rows"]}
+        saved["conclusions"] = conclusions_for(path.with_suffix(""), saved["rows"])
         saved["postprocess_command"] = "python " + " ".join([sys.argv[0], *sys.argv[1:]])
         write_json(path, saved)
         write_markdown(saved, path.with_suffix(".md"))
@@ -316,7 +337,7 @@ def main() -> None:
             write_json(out.with_suffix(".json"), result)
         write_markdown(result, out.with_suffix(".md"))
     result["wall_seconds"] = time.perf_counter() - start_all
-    result["conclusions"] = {k: v for k, v in CONCLUSIONS.items() if k in rows}
+    result["conclusions"] = conclusions_for(out, rows)
     write_json(out.with_suffix(".json"), result)
     write_markdown(result, out.with_suffix(".md"))
     print(out.with_suffix(".md").read_text())
