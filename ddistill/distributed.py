@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
@@ -191,7 +192,11 @@ class GlobalBatchNorm(torch.nn.Module):
         # a two-pass variance instead).
         xd = x.double()
         count = xd.new_tensor([float(x.numel() // c)])
-        stats = differentiable_all_reduce(torch.cat([xd.sum(dims), (xd * xd).sum(dims), count]))
+        with warnings.catch_warnings():
+            # torch 2.14 marks this autograd all-reduce deprecated in favour of _functional_collectives.all_reduce,
+            # which has no backward; the gradient through the shared statistics needs this one.
+            warnings.simplefilter("ignore", FutureWarning)
+            stats = differentiable_all_reduce(torch.cat([xd.sum(dims), (xd * xd).sum(dims), count]))
         n = stats[-1]
         mean = stats[:c] / n
         var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0.0)  # biased, as batch norm normalises
