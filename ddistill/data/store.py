@@ -928,15 +928,17 @@ def load_store_data(spec: Any, device: torch.device | str = "cpu") -> tuple[Memm
     if spec.zca:
         raise ValueError("dataset.zca fits the whitening on the whole training split in memory, which a store "
                          "(dataset.store) exists to avoid; use zca: false (mean/std normalisation) with a store")
-    _, _, info = _open_stores(spec, "train")
-    encoding = Encoding(info.mean, info.std, (info.in_channels, *info.image_size), normalize=True)
-    return load_store_real(spec, encoding, device), load_store_split(spec, "test")
+    return load_store_real(spec, None, device), load_store_split(spec, "test")
 
 
-def load_store_real(spec: Any, encoding: Encoding, device: torch.device | str = "cpu") -> MemmapRealData:
+def load_store_real(spec: Any, encoding: Encoding | None = None,
+                    device: torch.device | str = "cpu") -> MemmapRealData:
     """The memory-mapped training split of a ``dataset:`` block with ``store``, encoded with ``encoding`` (a set's
-    own encoding when an evaluator needs the real training split: its controls then read batches from disk too)."""
+    own encoding when an evaluator needs the real training split: its controls then read batches from disk too);
+    None = mean/std normalisation with the store's statistics (or the dataset's constants)."""
     train, _, info = _open_stores(spec, "train")
+    if encoding is None:
+        encoding = Encoding(info.mean, info.std, (info.in_channels, *info.image_size), normalize=True)
     real = MemmapRealData.from_store(train, info, encoding, device, spec=spec)
     if spec.classes is not None:
         real = real.select_classes(spec.classes, where=f"dataset '{spec.name}'")

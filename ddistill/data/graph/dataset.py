@@ -107,7 +107,7 @@ TU_FRACTIONS = (0.8, 0.1, 0.1)
 
 def official_split(num_graphs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The split of the official Mirage TU scripts (``NCI1/graph-nci-finalize-reduce-curr.py``,
-    ``IMDB-B/graph-TUD_finalize-curr.py``): ``torch.manual_seed(0); dataset = dataset.shuffle()``, then with
+    ``IMDB-B/graph-TUD_finalize-curr.py``): the global torch seed set to 0, then ``dataset.shuffle()``, then with
     ``n = (G + 9) // 10`` the first n shuffled graphs are the test split, the next n the validation split and the
     rest the training split.
 
