@@ -62,8 +62,10 @@ def main() -> None:
         for arch in args.archs:
             recorded = synset.meta.get("eval_model") or "convnet"
             # The recorded net keeps its recorded kwargs (e.g. batch norm for the `official` preset).
+            # controls=[]: the random_ipc* row (same IPC, networks, seed and epochs per architecture) is the control.
             cfg = ClassifierConfig(model=arch, model_kwargs=None if arch == recorded else {},
-                                   num_models=args.models, train=TrainRecipe(epochs=args.epochs), progress=False)
+                                   num_models=args.models, train=TrainRecipe(epochs=args.epochs), progress=False,
+                                   controls=[])
             t0 = time.perf_counter()
             res = ClassifierEvaluator(cfg, seed=args.seed).evaluate(synset, test)
             table[name][arch] = {**res.to_dict(), "wall_seconds": time.perf_counter() - t0}

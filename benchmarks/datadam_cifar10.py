@@ -39,6 +39,10 @@ def main() -> None:
     p.add_argument("--models", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's)")
+    p.add_argument("--sets-dir", default=None,
+                   help="where the distilled sets are saved (default: sets/ beside --out); an existing set file is "
+                        "never replaced without --overwrite-sets")
+    p.add_argument("--overwrite-sets", action="store_true", help="replace set files already in --sets-dir")
     p.add_argument("--plot-only", default=None, help="re-draw the learning-curve PNG from a results JSON and exit")
     p.add_argument("--resume", action="store_true",
                    help="keep the rows already in --out's JSON that were run with this budget and seed")
@@ -60,7 +64,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     real, test = load_real("cifar10_jpeg", root=args.data)
     out = Path(args.out)
-    sets_dir = out.parent / "sets"
+    sets_dir = Path(args.sets_dir) if args.sets_dir else out.parent / "sets"
     rows: dict[str, dict] = {}
     result = {"benchmark": "datadam_cifar10", "machine": machine_info(), "data": f"CIFAR-10 JPEG mirror ({args.data})",
               "budget": {"iterations": args.iterations, "batch_real": args.batch_real or "preset default",
@@ -74,8 +78,9 @@ def main() -> None:
         print(f"resuming: {sorted(done)} already in {out.with_suffix('.json')}", flush=True)
 
     def evaluator(models: int) -> ClassifierEvaluator:
+        # controls=[]: the random subset of the same size is its own row (random_ipc*), evaluated once.
         return ClassifierEvaluator(ClassifierConfig(num_models=models, train=TrainRecipe(epochs=args.epochs),
-                                                    progress=False),
+                                                    progress=False, controls=[]),
                                    seed=args.seed)
 
     for ipc in args.ipc:
@@ -109,6 +114,10 @@ def main() -> None:
                     print(f"DataDAM {preset} IPC {ipc} (set from {old['source']}): {res}", flush=True)
                     write_json(out.with_suffix(".json"), result)
                     continue
+            if set_path.exists() and not args.overwrite_sets:
+                # Checked before distilling, so a long run never ends unable to save its set.
+                raise SystemExit(f"error: {set_path} exists (a set another run made); choose --sets-dir or pass "
+                                 "--overwrite-sets")
             synth = cls(cfg, seed=args.seed)
             curve = []
 
@@ -121,8 +130,8 @@ def main() -> None:
             start = time.perf_counter()
             synset = synth.fit(real, callbacks=[on_step])
             seconds = time.perf_counter() - start
-            synset.save(sets_dir / f"datadam_{preset}_cifar10_ipc{ipc}.pt")
-            synset.save_grid(sets_dir / f"datadam_{preset}_cifar10_ipc{ipc}.png")
+            synset.save(set_path)
+            synset.save_grid(set_path.with_suffix(".png"))
             res = evaluator(args.models).evaluate(synset, test)
             rows[f"datadam_{preset}_ipc{ipc}"] = {**res.to_dict(), "ipc": ipc, "preset": preset,
                                                   "config": synset.meta["config"], "published": PUBLISHED.get(ipc),

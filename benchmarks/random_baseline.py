@@ -52,7 +52,9 @@ def main() -> None:
     for ipc, epochs in zip(args.ipc, args.epochs):
         cls = SYNTHESIZERS.get("random")
         synset = cls(cls.Config(ipc=ipc), seed=args.seed).fit(real)
-        cfg = ClassifierConfig(model="convnet", num_models=args.models, train=TrainRecipe(epochs=epochs), progress=False)
+        # controls=[]: these rows are the random baseline; a random-subset control would repeat them.
+        cfg = ClassifierConfig(model="convnet", num_models=args.models, train=TrainRecipe(epochs=epochs),
+                               progress=False, controls=[])
         t = time.perf_counter()
         res = ClassifierEvaluator(cfg, seed=args.seed).evaluate(synset, test)
         rows[f"random_ipc{ipc}"] = {**res.to_dict(), "ipc": ipc, "published": PUBLISHED[ipc],

@@ -83,8 +83,9 @@ def main() -> None:
     lines = [f"# Reuse of distilled sets, CIFAR-10 JPEG mirror, IPC {ipc}\n",
              f"Command: `{result['command']}`. Seed {args.seed}.\n"]
     if "continual" not in args.skip:
+        # controls=[]: the "random" memory row (same IPC, orders, networks and epochs) is the control.
         cfg = ContinualConfig(stages=5, num_orders=args.runs, models_per_order=1, model="convnet", model_kwargs={},
-                              train=TrainRecipe(epochs=args.cl_epochs), progress=False)
+                              train=TrainRecipe(epochs=args.cl_epochs), progress=False, controls=[])
         result["continual"]["protocol"] = (f"5 stages x 2 classes, {args.runs} class orders x 1 ConvNet-3, "
                                            f"{args.cl_epochs} epochs from scratch after each stage, DSA")
         curves = {}
