@@ -107,16 +107,30 @@ class FreshNetworkMatching(GradientSynthesizer):
 
         Shape: (K' * batch_real', C, H, W), (K' * ipc, C, H, W), class-major, K' = len(classes).
         """
-        ipc = self.config.ipc
+        return self.siamese_batches_of(real, self.class_draws(real))
+
+    def class_draws(self, real: RealData) -> list[tuple[int, Tensor, Any]]:
+        """The step's random draws, ``(class, real indices, augmentation parameters)`` for each class of
+        :attr:`classes`. Every class's draws are made (in class order), so the generator advances as in a single
+        process whichever classes this rank owns; nothing is materialised yet."""
         mine = set(self.classes)
-        reals, syns = [], []
-        x_syn = self.params["x"]
+        draws = []
         for c in range(real.num_classes):
             idx = real.sample_indices(c, self.config.batch_real, self.generator)
             params = self.augment.sample_params(1, generator=self.generator)
             if c in mine:
-                reals.append(self.augment(real.x[idx], params))
-                syns.append(self.augment(x_syn[c * ipc : (c + 1) * ipc], params))
+                draws.append((c, idx, params))
+        return draws
+
+    def siamese_batches_of(self, real: RealData, draws: list[tuple[int, Tensor, Any]]) -> tuple[Tensor, Tensor]:
+        """The augmented real batches and synthetic images of ``draws`` (:meth:`class_draws`), class-major.
+
+        Shape: (sum of real batch sizes, C, H, W), (len(draws) * ipc, C, H, W).
+        """
+        ipc = self.config.ipc
+        x_syn = self.params["x"]
+        reals = [self.augment(real.x[idx], params) for _, idx, params in draws]
+        syns = [self.augment(x_syn[c * ipc : (c + 1) * ipc], params) for c, _, params in draws]
         return torch.cat(reals), torch.cat(syns)
 
     def real_batch_sizes(self, real: RealData) -> list[int]:

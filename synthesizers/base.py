@@ -214,6 +214,12 @@ class GradientSynthesizer(Synthesizer):
     #: Named terms that are the same on every rank (e.g. a learned rate): logged as they are, never summed.
     replicated_terms: ClassVar[tuple[str, ...]] = ()
 
+    @property
+    def backward_in_loss(self) -> bool:
+        """True when :meth:`loss` back-propagates its own parts as it computes them (freeing each part's graph) and
+        returns a detached total: the loop then skips ``loss.backward()``. False by default."""
+        return False
+
     def __init__(self, config: Any = None, *, device: torch.device | str = "cpu", seed: int = 0,
                  dist: Distributed | None = None) -> None:
         super().__init__(config, device=device, seed=seed, dist=dist)
@@ -298,6 +304,9 @@ class GradientSynthesizer(Synthesizer):
         Returns the logs of the step (``loss`` and the method's named terms).
         """
         step = self.iteration
+        # Cleared before the loss: a method with backward_in_loss accumulates its gradients while computing it.
+        for opt in self.opts:
+            opt.zero_grad(set_to_none=True)
         out = self.loss(real, step)
         loss, terms = out if isinstance(out, tuple) else (out, {})
         value = float(loss.detach())
@@ -310,9 +319,8 @@ class GradientSynthesizer(Synthesizer):
         if not math.isfinite(value):
             raise FloatingPointError(f"{self.name} loss is {value} at step {step}: the optimisation diverged. "
                                      f"{self._lr_hint()}, or check the real data for NaN")
-        for opt in self.opts:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if not self.backward_in_loss:
+            loss.backward()
         if shared:
             self.dist.sum_gradients_(self.params.values())
         for opt in self.opts:

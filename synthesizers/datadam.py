@@ -65,6 +65,11 @@ class DataDAMConfig(MatchingConfig):
         loss_scale: factor on both terms (100 in the official code).
         batched: one pass for all classes' real images and one for all synthetic images (official);
             False = class by class.
+        class_chunk: 0 = every class's loss in one graph, one backward (the official code). k > 0 (needs
+            ``batched: false``): the classes in chunks of k, each chunk's real batches materialised, its loss
+            back-propagated and its graph freed before the next; the gradient is the same sum over classes (up to
+            float summation order) while memory holds k classes' batches and graphs instead of all K (ImageNet-1K:
+            1000 classes' synthetic graphs do not fit any machine).
     """
 
     preset: str = "paper"
@@ -74,6 +79,15 @@ class DataDAMConfig(MatchingConfig):
     task_balance: float = 0.01
     loss_scale: float = 100.0
     batched: bool = True
+    class_chunk: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.class_chunk < 0:
+            raise ValueError(f"class_chunk must be >= 0 (0 = all classes in one backward), got {self.class_chunk}")
+        if self.class_chunk and self.batched:
+            # Chunks would change the batch statistics a batched pass normalises with (the official preset's BN).
+            raise ValueError("class_chunk needs batched: false (a batched pass normalises over every class at once)")
 
 
 @SYNTHESIZERS.register("datadam")
@@ -98,6 +112,8 @@ class DataDAM(FreshNetworkMatching):
     def loss(self, real: RealData, step: int) -> tuple[Tensor, dict[str, float]]:
         """SAM + lambda * MMD (Eq. 3-5) times the scale, with the two terms (before the scale) for the log."""
         net = self.sample_network(step)
+        if self.config.class_chunk:
+            return self._chunked_loss(net, real)
         x_real, x_syn = self.siamese_class_batches(real)
         k, ipc = len(self.classes), self.config.ipc  # this rank's classes (all of them in one process)
         real_sizes = self.real_batch_sizes(real)
@@ -111,6 +127,31 @@ class DataDAM(FreshNetworkMatching):
             total = total + part
             terms = {name: terms[name] + part_terms[name] for name in terms}
         return total, terms
+
+    @property
+    def backward_in_loss(self) -> bool:
+        return bool(self.config.class_chunk)
+
+    def _chunked_loss(self, net: nn.Module, real: RealData) -> tuple[Tensor, dict[str, float]]:
+        """The class-by-class loss, back-propagated chunk by chunk (``class_chunk`` classes at a time); returns the
+        detached total. The draws are the unchunked loss's (all made first, in class order)."""
+        ipc, chunk = self.config.ipc, self.config.class_chunk
+        draws = self.class_draws(real)
+        total, terms = 0.0, {"sam": 0.0, "mmd": 0.0}
+        for start in range(0, len(draws), chunk):
+            part_draws = draws[start : start + chunk]
+            x_real, x_syn = self.siamese_batches_of(real, part_draws)
+            sizes = [int(idx.numel()) for _, idx, _ in part_draws]
+            offsets = [sum(sizes[:j]) for j in range(len(sizes))]
+            part = x_syn.new_zeros(())
+            for j in range(len(part_draws)):
+                loss, part_terms = self._loss_from(net, x_real[offsets[j] : offsets[j] + sizes[j]],
+                                                   x_syn[j * ipc : (j + 1) * ipc], [sizes[j]], ipc)
+                part = part + loss
+                terms = {name: terms[name] + part_terms[name] for name in terms}
+            part.backward()  # gradients accumulate in x.grad; this chunk's graph and batches are freed
+            total += float(part.detach())
+        return torch.tensor(total, dtype=torch.float32), terms
 
     def _loss_from(self, net: nn.Module, x_real: Tensor, x_syn: Tensor, real_sizes: list[int],
                    ipc: int) -> tuple[Tensor, dict[str, float]]:
