@@ -62,6 +62,7 @@ from ddistill.config import ConfigError, from_dict, merge
 from ddistill.data import DataSpec, Encoding, EvalData, EvalNeeds, ImageData, RealData
 from ddistill.models import ModelFamily
 from ddistill.synset import SyntheticSet
+from ddistill.utils.compile_rule import Workload, training_steps
 from ddistill.utils.perf import PerfConfig
 from ddistill.utils.probe import LinearProbeConfig, linear_probe
 from ddistill.utils.progress import progress_bar
@@ -399,43 +400,81 @@ class TransferEvaluator(Evaluator):
         probes = {row.name: {name: [] for name in targets} for row in rows}
         seconds: dict[str, list[float]] = {name: [] for name in targets}
         teacher_probe: dict[str, list[float]] = {name: [] for name in targets}
-        for r in progress_bar(range(cfg.num_runs), desc="transfer runs", enabled=cfg.progress, leave=False):
-            for row in rows:
-                start = time.perf_counter()
-                pretrained = row.pretrain(r)
-                if pretrained is not None:
-                    row.seconds.append(time.perf_counter() - start)
-                    row.fit.append(self._fit(pretrained, row, synset, heldout, perf))
-                    row.precision = getattr(pretrained, "_precision", None)
-                for t, (name, (x_tr, y_tr, x_te, y_te, k, augment)) in enumerate(data.items()):
-                    # Every row fine-tunes with the set's seeds: same head initialisation, same data order (paired).
-                    family = ModelFamily(model, in_channels=channels, num_classes=k, image_size=size,
-                                         seed=derive_seed(self.seed, FINETUNE_MODEL_STREAM, t), **model_kwargs)
-                    net = family.build(r, dev)
-                    if pretrained is not None:
-                        transplant_backbone(pretrained, net)
-                    if cfg.linear_probe:
-                        gen = make_generator(derive_seed(self.seed, PROBE_STREAM, t, r))
-                        probes[row.name][name].append(linear_probe(net.embed, (x_tr, y_tr), (x_te, y_te),
-                                                                   config=cfg.probe, num_classes=k, generator=gen,
-                                                                   device=dev))
-                    start = time.perf_counter()
-                    fast = perf.prepare_model(net)
-                    label = f"fine-tune {name} {r + 1}/{cfg.num_runs}" + ("" if row.name == "set" else f" ({row.name})")
-                    train_classifier(fast, x_tr, y_tr, cfg.finetune, augment=augment,
-                                     generator=make_generator(derive_seed(self.seed, FINETUNE_STREAM, t, r)),
-                                     perf=perf, progress=label if cfg.progress else False)
-                    if row.name == "set":
-                        seconds[name].append(time.perf_counter() - start)
-                    values[row.name][name].append(100.0 * accuracy(fast, x_te, y_te, batch_size=cfg.test_batch_size,
-                                                                   perf=perf))
-            if "teacher_probe" in cfg.controls and teacher is not None:
-                for t, (name, (x_tr, y_tr, x_te, y_te, k, _)) in enumerate(data.items()):
+        probe_teacher = "teacher_probe" in cfg.controls and teacher is not None
+        # The work comes in units: (run, row) pre-trains one row and fine-tunes it on every target; (run, None) is the
+        # teacher's probe. Every unit's randomness depends only on the seed, its run and its row, so under torchrun
+        # each rank computes its share (Distributed.map, results gathered as JSON) and the numbers are one process's.
+        units = [(r, i) for r in range(cfg.num_runs) for i in [*range(len(rows)), *([None] if probe_teacher else [])]]
+        bar = progress_bar(total=len(self.dist.owned(len(units))), desc="transfer", enabled=cfg.progress, leave=False)
+
+        def finetune_workload(x_tr: Tensor) -> Workload:
+            """The fine-tunings this process runs on one target (the compile rule weighs them)."""
+            ft, n = cfg.finetune, int(x_tr.shape[0])
+            owned = sum(1 for k in self.dist.owned(len(units)) if units[k][1] is not None)
+            return Workload(model, min(n, ft.batch_size), owned * training_steps(n, ft.epochs, ft.batch_size,
+                                                                                   ft.iterations), size)
+
+        def run_unit(_: int, unit: tuple[int, int | None]) -> dict[str, Any]:
+            r, i = unit
+            if i is None:
+                probed = {}
+                for t, (name, (x_tr, y_tr, x_te, y_te, k, _aug)) in enumerate(data.items()):
                     # The teacher reads its own encoding; the target images are in the target's.
                     features = _Reencode(teacher, encodings[name], self._teacher_encoding)
                     gen = make_generator(derive_seed(self.seed, PROBE_STREAM, t, r, 1))
-                    teacher_probe[name].append(linear_probe(features, (x_tr, y_tr), (x_te, y_te), config=cfg.probe,
-                                                            num_classes=k, generator=gen, device=dev))
+                    probed[name] = linear_probe(features, (x_tr, y_tr), (x_te, y_te), config=cfg.probe,
+                                                num_classes=k, generator=gen, device=dev)
+                bar.update(1)
+                return {"teacher_probe": probed}
+            row = rows[i]
+            done: dict[str, Any] = {"values": {}, "probes": {}, "finetune_seconds": {}}
+            start = time.perf_counter()
+            pretrained = row.pretrain(r)
+            if pretrained is not None:
+                done["pretrain_seconds"] = time.perf_counter() - start
+                done["fit"] = self._fit(pretrained, row, synset, heldout, perf)
+                done["precision"] = getattr(pretrained, "_precision", None)
+            for t, (name, (x_tr, y_tr, x_te, y_te, k, augment)) in enumerate(data.items()):
+                # Every row fine-tunes with the set's seeds: same head initialisation, same data order (paired).
+                family = ModelFamily(model, in_channels=channels, num_classes=k, image_size=size,
+                                     seed=derive_seed(self.seed, FINETUNE_MODEL_STREAM, t), **model_kwargs)
+                net = family.build(r, dev)
+                if pretrained is not None:
+                    transplant_backbone(pretrained, net)
+                if cfg.linear_probe:
+                    gen = make_generator(derive_seed(self.seed, PROBE_STREAM, t, r))
+                    done["probes"][name] = linear_probe(net.embed, (x_tr, y_tr), (x_te, y_te), config=cfg.probe,
+                                                        num_classes=k, generator=gen, device=dev)
+                start = time.perf_counter()
+                ft_perf = cfg.perf.resolve(dev, finetune_workload(x_tr))
+                fast = ft_perf.prepare_model(net)
+                label = f"fine-tune {name} {r + 1}/{cfg.num_runs}" + ("" if row.name == "set" else f" ({row.name})")
+                train_classifier(fast, x_tr, y_tr, cfg.finetune, augment=augment,
+                                 generator=make_generator(derive_seed(self.seed, FINETUNE_STREAM, t, r)),
+                                 perf=ft_perf, progress=label if cfg.progress else False)
+                done["finetune_seconds"][name] = time.perf_counter() - start
+                done["values"][name] = 100.0 * accuracy(fast, x_te, y_te, batch_size=cfg.test_batch_size,
+                                                        perf=ft_perf)
+            bar.update(1)
+            return done
+
+        for (r, i), done in zip(units, self.dist.map(units, run_unit)):
+            if i is None:
+                for name, v in done["teacher_probe"].items():
+                    teacher_probe[name].append(v)
+                continue
+            row = rows[i]
+            if "fit" in done:
+                row.seconds.append(done["pretrain_seconds"])
+                row.fit.append(done["fit"])
+                row.precision = done["precision"]
+            for name in targets:
+                values[row.name][name].append(done["values"][name])
+                if cfg.linear_probe:
+                    probes[row.name][name].append(done["probes"][name])
+                if row.name == "set":
+                    seconds[name].append(done["finetune_seconds"][name])
+        bar.close()
 
         out = {}
         set_row = rows[0]
@@ -449,6 +488,7 @@ class TransferEvaluator(Evaluator):
                 "pretrain_seconds": set_row.seconds, "finetune_seconds": seconds[name],
                 "pretrain_precision": set_row.precision, "pretrain_precision_rule": cfg.pretrain_precision,
                 "finetune_precision": "bf16" if perf.bf16 else "fp32",
+                "finetune_compile_rule": cfg.perf.compile_rule(dev, finetune_workload(data[name][0])),
             }
             warnings: list[str] = []
             if cfg.linear_probe:
@@ -480,7 +520,7 @@ class TransferEvaluator(Evaluator):
                 if entry["label_leak"]:
                     warnings.append(f"control {row.name} pre-trained with labels the target {name} shares")
                 controls[row.name] = entry
-            if "teacher_probe" in cfg.controls and teacher is not None:
+            if probe_teacher:
                 res = EvalResult("accuracy", teacher_probe[name])
                 controls["teacher_probe"] = {**res.to_dict(), "what": _CONTROL_WHAT["teacher_probe"],
                                              "teacher": self._teacher_path}

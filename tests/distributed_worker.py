@@ -21,7 +21,7 @@ from ddistill.distributed import init_distributed  # noqa: E402
 from ddistill.utils.perf import PerfConfig  # noqa: E402
 
 FAST = PerfConfig(channels_last=False, bf16=False, compile=False, threads=1)
-CASES = ("dm", "datadam_batchnorm", "mtt", "krr_st", "classifier", "continual", "nas", "graph")
+CASES = ("dm", "datadam_batchnorm", "mtt", "krr_st", "classifier", "continual", "nas", "graph", "transfer")
 
 
 def _matching(name: str, out: Path, steps: int, stop_after: int | None, resume: bool,
@@ -151,6 +151,45 @@ def _graph() -> dict[str, torch.Tensor]:
             "random_graphs": torch.tensor(controls["random_graphs"]["values"], dtype=torch.float64)}
 
 
+def _transfer(out: Path, rank: int) -> dict[str, torch.Tensor]:
+    from ddistill.data import DataSpec, Encoding, load_data, load_eval_data
+    from ddistill.models import create_model
+    from ddistill.utils.probe import LinearProbeConfig
+    from ddistill.utils.train import TrainRecipe
+    from evaluators.transfer import TransferConfig, TransferEvaluator
+    from synthesizers.krr_st.teacher import save_teacher
+    from synthesizers.random import RandomConfig, RandomSubset
+
+    source = DataSpec(name="digits", classes=[0, 1, 2, 3, 4])
+    real, _ = load_data(source)
+    # The teacher's initialisation comes from a generator (the same network on every rank); each rank writes its own
+    # copy so no rank reads a file another is writing.
+    gen = torch.Generator().manual_seed(0)
+    teacher = create_model("convnet_bn", in_channels=1, num_classes=0, image_size=8, width=4, depth=1)
+    with torch.no_grad():
+        for prm in teacher.parameters():
+            prm.copy_(torch.randn(prm.shape, generator=gen) * 0.3)
+    path = save_teacher(out / f"teacher_rank{rank}.pt", teacher, model="convnet_bn",
+                        model_kwargs={"width": 4, "depth": 1}, encoding=real.encoding, dataset="digits")
+    synset = RandomSubset(RandomConfig(ipc=3), seed=0).fit(real)
+    cfg = TransferConfig(num_runs=3, probe=LinearProbeConfig(iterations=50), linear_probe=True,
+                         pretrain_recipe={"epochs": 3, "batch_size": 16}, teacher=str(path),
+                         finetune=TrainRecipe(iterations=10, batch_size=32, schedule="cosine", augment="none"),
+                         controls=["no_pretraining", "random_subset", "random_teacher_targets", "teacher_probe"],
+                         model="convnet_bn", model_kwargs={"width": 8, "depth": 2}, perf=FAST, progress=False)
+    ev = TransferEvaluator(cfg, seed=0)
+    enc = Encoding.from_meta(synset.meta["encoding"], synset.tensors)
+    res = ev.evaluate(synset, load_eval_data(source, ev.needs(synset.meta), encoding=enc))
+    d, c = res.details, res.details["controls"]
+    fits = [[f[k] for k in sorted(f)] for f in d["pretrain_fit"]["runs"]]
+    return {"values": torch.tensor(res.values, dtype=torch.float64),
+            "probe": torch.tensor(d["linear_probe"], dtype=torch.float64),
+            "fit": torch.tensor(fits, dtype=torch.float64),
+            **{name: torch.tensor(c[name]["values"], dtype=torch.float64) for name in cfg.controls},
+            "random_fit": torch.tensor([f["train_r2"] for f in c["random_teacher_targets"]["pretrain_fit"]["runs"]],
+                                       dtype=torch.float64)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("case", choices=CASES)
@@ -179,6 +218,8 @@ def main() -> None:
         result = _continual()
     elif args.case == "nas":
         result = _nas()
+    elif args.case == "transfer":
+        result = _transfer(out, context.rank)
     else:
         result = _classifier()
     if context.is_main:

@@ -66,7 +66,7 @@ def test_single_process_context_is_a_no_op():
     assert d.all_gather_json({"k": [1, 2.5]}) == [{"k": [1, 2.5]}]
 
 
-@pytest.mark.parametrize("case", ["dm", "classifier", "continual", "nas", pytest.param("graph", marks=pytest.mark.skipif(
+@pytest.mark.parametrize("case", ["dm", "classifier", "continual", "nas", "transfer", pytest.param("graph", marks=pytest.mark.skipif(
     importlib.util.find_spec("torch_geometric") is None, reason="needs torch_geometric"))])
 def test_two_processes_equal_one(case, tmp_path):
     one = _run(case, tmp_path / "one", procs=1)

@@ -14,6 +14,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from ddistill.utils.compile_rule import Workload, compile_pays
+
 
 @dataclass
 class PerfConfig:
@@ -23,9 +25,11 @@ class PerfConfig:
         channels_last: NHWC memory format for 4-D tensors (oneDNN's fast path on CPU). None = auto (on CPU).
         bf16: run forward passes under bfloat16 autocast (weights and optimiser stay float32). None = auto:
             on a CPU with native bf16 (AVX512-BF16 / AMX) only.
-        compile: wrap models with ``torch.compile``. None = auto: on for CPU when a C++ compiler is on PATH
-            (inductor needs one). The first model of an architecture pays a one-off compile (about 10-30 s
-            here); later models of the same architecture in the process reuse it.
+        compile: wrap models with ``torch.compile``. None = auto. With a workload (what an evaluation is about to
+            train, see :meth:`resolve`): compile when it reaches the measured break-even
+            (:mod:`ddistill.utils.compile_rule`). Without one (the distillation loops, thousands of steps): on for
+            CPU when a C++ compiler is on PATH (inductor needs one). The first model of an architecture pays a
+            one-off compile; later models of the same architecture in the process reuse it.
         threads: ``torch.set_num_threads`` value for the run; None leaves PyTorch's default.
     """
 
@@ -34,13 +38,23 @@ class PerfConfig:
     compile: bool | None = None
     threads: int | None = None
 
-    def resolve(self, device: torch.device | str) -> "PerfConfig":
-        """Replaces the ``None`` (auto) fields by concrete choices for ``device``."""
+    def resolve(self, device: torch.device | str, workload: "Workload | None" = None) -> "PerfConfig":
+        """Replaces the ``None`` (auto) fields by concrete choices for ``device`` (and, for ``compile``, for
+        ``workload``: the architecture, batch and training steps an evaluation is about to run)."""
         dev = torch.device(device)
         cl = self.channels_last if self.channels_last is not None else dev.type == "cpu"
         bf16 = self.bf16 if self.bf16 is not None else (dev.type == "cpu" and cpu_has_native_bf16())
-        comp = self.compile if self.compile is not None else (dev.type == "cpu" and has_cxx_compiler())
+        comp = self.compile
+        if comp is None:
+            comp = compile_pays(workload, dev)[0] if workload is not None else (
+                dev.type == "cpu" and has_cxx_compiler())
         return PerfConfig(cl, bf16, comp, self.threads)
+
+    def compile_rule(self, device: torch.device | str, workload: "Workload") -> str:
+        """Why :meth:`resolve` compiles or not for ``workload`` (for the results)."""
+        if self.compile is not None:
+            return f"perf.compile: {str(self.compile).lower()} (set in the config)"
+        return compile_pays(workload, device)[1]
 
     @contextlib.contextmanager
     def autocast(self, device: torch.device | str) -> Iterator[None]:

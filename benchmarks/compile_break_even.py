@@ -1,0 +1,149 @@
+"""When does ``torch.compile`` pay for itself in an evaluation? Measures, per architecture and batch size, the
+one-off compile cost and the per-step saving of the evaluators' train step, and from them the break-even number of
+training steps: below it a compiled evaluation is slower than an eager one (VGG11 at a small budget took 107 s
+compiled against 36 s eager), above it faster.
+
+    python benchmarks/compile_break_even.py --out benchmarks/results/compile_break_even
+
+Each (architecture, batch, mode) runs in a fresh process with an empty inductor cache, so the compile cost is the
+one a first evaluation in a new process pays (later processes of the same user reuse inductor's on-disk cache and
+pay less: the rule is conservative). A train step is what the classifier evaluator does: forward under the
+resolved speed settings (channels-last; bf16 autocast where the CPU has it), cross-entropy, backward, SGD with
+momentum. The compile cost counts both graphs an evaluation compiles: the train step and the test-time forward
+(batch ``--test-batch``). The batch of an evaluation is ``min(set size, 256)``, so ``--batches 10 100 256`` covers
+IPC 1 / 10 / >= 26 sets of ten classes.
+
+break-even steps = (compile cost of both graphs) / (eager step - compiled step), infinite when compiling does not make
+a step faster. ``ddistill/utils/compile_rule.py`` holds the table this writes (a test checks they agree).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def measure(arch: str, batch: int, mode: str, steps: int, test_batch: int, threads: int | None) -> dict:
+    """One fresh-process measurement (run by the parent through ``--child``)."""
+    import torch
+    import torch.nn.functional as F
+
+    from ddistill.models import ModelFamily
+    from ddistill.utils.perf import PerfConfig
+
+    if threads:
+        torch.set_num_threads(threads)
+    perf = PerfConfig(compile=mode == "compiled").resolve("cpu")
+    gen = torch.Generator().manual_seed(0)
+    net = perf.prepare_model(ModelFamily(arch, in_channels=3, num_classes=10, image_size=(32, 32), seed=0).build(0))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x = perf.prepare_input(torch.randn(batch, 3, 32, 32, generator=gen))
+    y = torch.randint(0, 10, (batch,), generator=gen)
+    x_test = perf.prepare_input(torch.randn(test_batch, 3, 32, 32, generator=gen))
+
+    def step() -> float:
+        start = time.perf_counter()
+        net.train()
+        with perf.autocast("cpu"):
+            loss = F.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - start
+
+    def forward() -> float:
+        start = time.perf_counter()
+        net.eval()
+        with torch.no_grad(), perf.autocast("cpu"):
+            net(x_test)
+        return time.perf_counter() - start
+
+    first = step()
+    times = [step() for _ in range(steps)]
+    first_forward = forward()
+    second_forward = forward()
+    return {"first_step": first, "step": statistics.median(times), "steps": times,
+            "first_forward": first_forward, "forward": second_forward,
+            "perf": {"channels_last": perf.channels_last, "bf16": perf.bf16, "compile": perf.compile}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="benchmarks/results/compile_break_even")
+    p.add_argument("--archs", nargs="*", default=["convnet", "convnet_bn", "vgg11", "resnet18"])
+    p.add_argument("--batches", type=int, nargs="*", default=[10, 100, 256])
+    p.add_argument("--steps", type=int, default=6, help="timed steps after the first (median reported)")
+    p.add_argument("--test-batch", type=int, default=1024, help="the evaluators' test batch (ClassifierConfig)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--child", nargs=3, metavar=("ARCH", "BATCH", "MODE"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        arch, batch, mode = args.child
+        print(json.dumps(measure(arch, int(batch), mode, args.steps, args.test_batch, args.threads)))
+        return
+
+    from ddistill.io import machine_info, write_json
+
+    rows = []
+    for arch in args.archs:
+        for batch in args.batches:
+            got = {}
+            for mode in ("eager", "compiled"):
+                with tempfile.TemporaryDirectory() as cache:
+                    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "PYTHONPATH": str(ROOT)}
+                    cmd = [sys.executable, str(Path(__file__).resolve()), "--steps", str(args.steps), "--test-batch",
+                           str(args.test_batch), "--child", arch, str(batch), mode]
+                    if args.threads:
+                        cmd += ["--threads", str(args.threads)]
+                    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+                    if done.returncode != 0:
+                        raise SystemExit(f"{arch} batch {batch} {mode} failed:\n{done.stderr[-2000:]}")
+                    got[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+            e, c = got["eager"], got["compiled"]
+            compile_s = (c["first_step"] - c["step"]) + (c["first_forward"] - c["forward"])
+            saving = e["step"] - c["step"]
+            row = {"arch": arch, "batch": batch, "eager_step_s": e["step"], "compiled_step_s": c["step"],
+                   "speedup": e["step"] / c["step"], "compile_s": compile_s, "saving_per_step_s": saving,
+                   "break_even_steps": compile_s / saving if saving > 0 else None, "eager": e, "compiled": c}
+            rows.append(row)
+            be = f"{row['break_even_steps']:.0f}" if row["break_even_steps"] is not None else "never"
+            print(f"{arch} batch {batch}: eager {e['step']:.3f} s, compiled {c['step']:.3f} s, compile "
+                  f"{compile_s:.1f} s -> break-even {be} steps", flush=True)
+
+    out = Path(args.out)
+    command = " ".join(["python", "benchmarks/compile_break_even.py", *sys.argv[1:]])
+    result = {"benchmark": "compile_break_even", "machine": machine_info(), "command": command,
+              "data": "random tensors of CIFAR-10's shape (3x32x32, 10 classes): speed does not depend on the pixels",
+              "budget": {"timed_steps": args.steps, "test_batch": args.test_batch, "threads": args.threads},
+              "rows": rows}
+    write_json(out.with_suffix(".json"), result)
+    lines = ["# When torch.compile pays in an evaluation (CPU)\n",
+             f"Command: `{command}`. Each cell: a fresh process with an empty inductor cache; train step = forward "
+             f"under the resolved speed settings ({rows[0]['eager']['perf'] if rows else {}} besides compile), "
+             f"cross-entropy, backward, SGD; median of {args.steps} steps after the first. Compile cost = first "
+             f"train step + first test forward (batch {args.test_batch}) minus their steady times.\n",
+             "| arch | batch | eager s/step | compiled s/step | speed-up | compile s | break-even steps |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        be = f"{r['break_even_steps']:.0f}" if r["break_even_steps"] is not None else "never"
+        lines.append(f"| {r['arch']} | {r['batch']} | {r['eager_step_s']:.3f} | {r['compiled_step_s']:.3f} | "
+                     f"{r['speedup']:.2f} | {r['compile_s']:.1f} | {be} |")
+    lines.append("\nThe rule (`ddistill/utils/compile_rule.py`): with `perf.compile` unset, an evaluation compiles when "
+                 "the steps it will train in this process (models x steps per model) reach the break-even of its "
+                 "architecture at the nearest measured batch, scaled by 1024 / (H * W) for inputs other than 32 x 32 "
+                 "(a step's saving grows with its pixels, the compile cost does not); an architecture not measured "
+                 "here runs eager.")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

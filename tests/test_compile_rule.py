@@ -1,0 +1,87 @@
+"""The measured compile rule: its table is the committed measurement, and it decides as documented."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from ddistill.utils import compile_rule
+from ddistill.utils.compile_rule import BREAK_EVEN_STEPS, Workload, compile_pays, training_steps
+from ddistill.utils.perf import PerfConfig
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "compile_break_even.json"
+
+
+def test_table_is_the_committed_measurement():
+    rows = json.loads(RESULTS.read_text())["rows"]
+    measured: dict[str, dict[int, int | None]] = {}
+    for r in rows:
+        be = r["break_even_steps"]
+        measured.setdefault(r["arch"], {})[r["batch"]] = None if be is None else math.ceil(be)
+    assert BREAK_EVEN_STEPS == measured
+
+
+@pytest.fixture
+def table(monkeypatch):
+    monkeypatch.setattr(compile_rule, "BREAK_EVEN_STEPS", {"convnet": {10: 500, 256: 40}, "vgg11": {256: None}})
+    monkeypatch.setattr("ddistill.utils.perf.has_cxx_compiler", lambda: True)
+
+
+def test_rule_weighs_steps_against_the_nearest_measured_batch(table):
+    assert compile_pays(Workload("convnet", 256, 40))[0]
+    assert not compile_pays(Workload("convnet", 256, 39))[0]
+    # batch 20 is nearer 10 than 256 in log scale: the batch-10 break-even applies.
+    pays, why = compile_pays(Workload("convnet", 20, 499))
+    assert not pays and "499 training steps < break-even 500" in why and "batch 10" in why
+    assert compile_pays(Workload("convnet", 100, 40))[0]  # nearer 256 than 10
+
+
+def test_rule_runs_eager_where_nothing_was_measured_or_nothing_pays(table):
+    pays, why = compile_pays(Workload("resnet18", 256, 10**6))
+    assert not pays and "no break-even measured for 'resnet18'" in why
+    pays, why = compile_pays(Workload("vgg11", 256, 10**6))
+    assert not pays and "never made" in why
+    pays, why = compile_pays(Workload("convnet", 256, 10**6), "cuda")
+    assert not pays and "CPU only" in why
+
+
+def test_perf_config_uses_the_rule_only_when_compile_is_unset(table):
+    big, small = Workload("convnet", 256, 1000), Workload("convnet", 256, 1)
+    assert PerfConfig().resolve("cpu", big).compile and not PerfConfig().resolve("cpu", small).compile
+    assert PerfConfig(compile=True).resolve("cpu", small).compile
+    assert not PerfConfig(compile=False).resolve("cpu", big).compile
+    assert "set in the config" in PerfConfig(compile=False).compile_rule("cpu", big)
+    # Without a workload (the distillation loops): compile wherever inductor can.
+    assert PerfConfig().resolve("cpu").compile
+
+
+def test_training_steps():
+    assert training_steps(100, 300, 256) == 300
+    assert training_steps(500, 10, 256) == 20
+    assert training_steps(500, 10, 256, iterations=7) == 7
+
+
+def test_classifier_records_the_rule(table):
+    from ddistill.data import EvalData, load_real
+    from ddistill.utils.train import TrainRecipe
+    from evaluators import ClassifierConfig, ClassifierEvaluator
+    from synthesizers import SYNTHESIZERS
+
+    real, test = load_real("digits")
+    rnd = SYNTHESIZERS.get("random")
+    synset = rnd(rnd.Config(ipc=2), seed=0).fit(real)
+    cfg = ClassifierConfig(model="mlp", model_kwargs={}, num_models=1, controls=[], progress=False,
+                           perf=PerfConfig(channels_last=False, bf16=False), train=TrainRecipe(epochs=2, augment="none"))
+    res = ClassifierEvaluator(cfg, seed=0).evaluate(synset, EvalData(train=real, test=test))
+    assert res.details["perf"]["compile"] is False
+    assert "no break-even measured for 'mlp'" in res.details["perf"]["compile_rule"]
+
+
+def test_break_even_scales_with_the_number_of_pixels(table):
+    # 40 steps measured at 32x32; a 16x16 step saves a quarter as much: 160 steps to pay.
+    assert not compile_pays(Workload("convnet", 256, 159, (16, 16)))[0]
+    pays, why = compile_pays(Workload("convnet", 256, 160, (16, 16)))
+    assert pays and "scaled to 16x16" in why
+    assert compile_pays(Workload("convnet", 256, 10, (64, 64)))[0]  # ceil(40 / 4)
