@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(arch: str, batch: int, mode: str, steps: int, test_batch: int, threads: int | None) -> dict:
+def measure(arch: str, batch: int, mode: str, steps: int, test_batch: int, threads: int | None, size: int) -> dict:
     """One fresh-process measurement (run by the parent through ``--child``)."""
     import torch
     import torch.nn.functional as F
@@ -43,11 +43,11 @@ def measure(arch: str, batch: int, mode: str, steps: int, test_batch: int, threa
         torch.set_num_threads(threads)
     perf = PerfConfig(compile=mode == "compiled").resolve("cpu")
     gen = torch.Generator().manual_seed(0)
-    net = perf.prepare_model(ModelFamily(arch, in_channels=3, num_classes=10, image_size=(32, 32), seed=0).build(0))
+    net = perf.prepare_model(ModelFamily(arch, in_channels=3, num_classes=10, image_size=(size, size), seed=0).build(0))
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x = perf.prepare_input(torch.randn(batch, 3, 32, 32, generator=gen))
+    x = perf.prepare_input(torch.randn(batch, 3, size, size, generator=gen))
     y = torch.randint(0, 10, (batch,), generator=gen)
-    x_test = perf.prepare_input(torch.randn(test_batch, 3, 32, 32, generator=gen))
+    x_test = perf.prepare_input(torch.randn(test_batch, 3, size, size, generator=gen))
 
     def step() -> float:
         start = time.perf_counter()
@@ -80,67 +80,79 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/compile_break_even")
     p.add_argument("--archs", nargs="*", default=["convnet", "convnet_bn", "vgg11", "resnet18"])
     p.add_argument("--batches", type=int, nargs="*", default=[10, 100, 256])
+    p.add_argument("--sizes", type=int, nargs="*", default=[32], help="image sides (3 channels, square)")
+    p.add_argument("--append", action="store_true",
+                   help="keep the rows of --out's JSON for other (arch, size) cells and add these; both commands are "
+                        "recorded")
     p.add_argument("--steps", type=int, default=6, help="timed steps after the first (median reported)")
     p.add_argument("--test-batch", type=int, default=1024, help="the evaluators' test batch (ClassifierConfig)")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--child", nargs=3, metavar=("ARCH", "BATCH", "MODE"), help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=4, metavar=("ARCH", "BATCH", "MODE", "SIZE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        arch, batch, mode = args.child
-        print(json.dumps(measure(arch, int(batch), mode, args.steps, args.test_batch, args.threads)))
+        arch, batch, mode, size = args.child
+        print(json.dumps(measure(arch, int(batch), mode, args.steps, args.test_batch, args.threads, int(size))))
         return
 
     from ddistill.io import machine_info, write_json
 
-    rows = []
-    for arch in args.archs:
-        for batch in args.batches:
-            got = {}
-            for mode in ("eager", "compiled"):
-                with tempfile.TemporaryDirectory() as cache:
-                    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "PYTHONPATH": str(ROOT)}
-                    cmd = [sys.executable, str(Path(__file__).resolve()), "--steps", str(args.steps), "--test-batch",
-                           str(args.test_batch), "--child", arch, str(batch), mode]
-                    if args.threads:
-                        cmd += ["--threads", str(args.threads)]
-                    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
-                    if done.returncode != 0:
-                        raise SystemExit(f"{arch} batch {batch} {mode} failed:\n{done.stderr[-2000:]}")
-                    got[mode] = json.loads(done.stdout.strip().splitlines()[-1])
-            e, c = got["eager"], got["compiled"]
-            compile_s = (c["first_step"] - c["step"]) + (c["first_forward"] - c["forward"])
-            saving = e["step"] - c["step"]
-            row = {"arch": arch, "batch": batch, "eager_step_s": e["step"], "compiled_step_s": c["step"],
-                   "speedup": e["step"] / c["step"], "compile_s": compile_s, "saving_per_step_s": saving,
-                   "break_even_steps": compile_s / saving if saving > 0 else None, "eager": e, "compiled": c}
-            rows.append(row)
-            be = f"{row['break_even_steps']:.0f}" if row["break_even_steps"] is not None else "never"
-            print(f"{arch} batch {batch}: eager {e['step']:.3f} s, compiled {c['step']:.3f} s, compile "
-                  f"{compile_s:.1f} s -> break-even {be} steps", flush=True)
-
     out = Path(args.out)
     command = " ".join(["python", "benchmarks/compile_break_even.py", *sys.argv[1:]])
-    result = {"benchmark": "compile_break_even", "machine": machine_info(), "command": command,
-              "data": "random tensors of CIFAR-10's shape (3x32x32, 10 classes): speed does not depend on the pixels",
+    rows, commands = [], [command]
+    if args.append and out.with_suffix(".json").exists():
+        saved = json.loads(out.with_suffix(".json").read_text())
+        cells = {(a, s) for a in args.archs for s in args.sizes}
+        rows = [r for r in saved["rows"] if (r["arch"], r.get("image_size", 32)) not in cells]
+        commands = [*saved.get("commands", [saved["command"]]), command]
+    for arch, size, batch in [(a, s, b) for a in args.archs for s in args.sizes for b in args.batches]:
+        got = {}
+        for mode in ("eager", "compiled"):
+            with tempfile.TemporaryDirectory() as cache:
+                env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "PYTHONPATH": str(ROOT)}
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--steps", str(args.steps), "--test-batch",
+                       str(args.test_batch), "--child", arch, str(batch), mode, str(size)]
+                if args.threads:
+                    cmd += ["--threads", str(args.threads)]
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+                if done.returncode != 0:
+                    raise SystemExit(f"{arch} {size}px batch {batch} {mode} failed:\n{done.stderr[-2000:]}")
+                got[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+        e, c = got["eager"], got["compiled"]
+        compile_s = (c["first_step"] - c["step"]) + (c["first_forward"] - c["forward"])
+        saving = e["step"] - c["step"]
+        row = {"arch": arch, "image_size": size, "batch": batch, "eager_step_s": e["step"],
+               "compiled_step_s": c["step"],
+               "speedup": e["step"] / c["step"], "compile_s": compile_s, "saving_per_step_s": saving,
+               "break_even_steps": compile_s / saving if saving > 0 else None, "eager": e, "compiled": c}
+        rows.append(row)
+        be = f"{row['break_even_steps']:.0f}" if row["break_even_steps"] is not None else "never"
+        print(f"{arch} {size}px batch {batch}: eager {e['step']:.3f} s, compiled {c['step']:.3f} s, compile "
+              f"{compile_s:.1f} s -> break-even {be} steps", flush=True)
+
+    rows.sort(key=lambda r: (r["arch"], -r.get("image_size", 32), r["batch"]))
+    result = {"benchmark": "compile_break_even", "machine": machine_info(), "command": " then ".join(commands),
+              "commands": commands,
+              "data": "random tensors of 3 x size x size, 10 classes (CIFAR-10's shape at 32): speed does not "
+                      "depend on the "
+                      "pixel values",
               "budget": {"timed_steps": args.steps, "test_batch": args.test_batch, "threads": args.threads},
               "rows": rows}
     write_json(out.with_suffix(".json"), result)
     lines = ["# When torch.compile pays in an evaluation (CPU)\n",
-             f"Command: `{command}`. Each cell: a fresh process with an empty inductor cache; train step = forward "
+             f"Commands: {'; then '.join(f'`{c}`' for c in commands)}. Each cell: a fresh process with an empty inductor cache; train step = forward "
              f"under the resolved speed settings ({rows[0]['eager']['perf'] if rows else {}} besides compile), "
              f"cross-entropy, backward, SGD; median of {args.steps} steps after the first. Compile cost = first "
              f"train step + first test forward (batch {args.test_batch}) minus their steady times.\n",
-             "| arch | batch | eager s/step | compiled s/step | speed-up | compile s | break-even steps |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| arch | image | batch | eager s/step | compiled s/step | speed-up | compile s | break-even steps |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         be = f"{r['break_even_steps']:.0f}" if r["break_even_steps"] is not None else "never"
-        lines.append(f"| {r['arch']} | {r['batch']} | {r['eager_step_s']:.3f} | {r['compiled_step_s']:.3f} | "
+        lines.append(f"| {r['arch']} | {r.get('image_size', 32)} px | {r['batch']} | {r['eager_step_s']:.3f} | {r['compiled_step_s']:.3f} | "
                      f"{r['speedup']:.2f} | {r['compile_s']:.1f} | {be} |")
     lines.append("\nThe rule (`ddistill/utils/compile_rule.py`): with `perf.compile` unset, an evaluation compiles when "
                  "the steps it will train in this process (models x steps per model) reach the break-even of its "
-                 "architecture at the nearest measured batch, scaled by 1024 / (H * W) for inputs other than 32 x 32 "
-                 "(a step's saving grows with its pixels, the compile cost does not); an architecture not measured "
-                 "here runs eager.")
+                 "architecture at the nearest measured image size, then the nearest measured batch; an architecture "
+                 "not measured here runs eager.")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

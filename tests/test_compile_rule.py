@@ -16,16 +16,18 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "comp
 
 def test_table_is_the_committed_measurement():
     rows = json.loads(RESULTS.read_text())["rows"]
-    measured: dict[str, dict[int, int | None]] = {}
+    measured: dict[str, dict[int, dict[int, int | None]]] = {}
     for r in rows:
         be = r["break_even_steps"]
-        measured.setdefault(r["arch"], {})[r["batch"]] = None if be is None else math.ceil(be)
+        side = r.get("image_size", 32)
+        measured.setdefault(r["arch"], {}).setdefault(side, {})[r["batch"]] = None if be is None else math.ceil(be)
     assert BREAK_EVEN_STEPS == measured
 
 
 @pytest.fixture
 def table(monkeypatch):
-    monkeypatch.setattr(compile_rule, "BREAK_EVEN_STEPS", {"convnet": {10: 500, 256: 40}, "vgg11": {256: None}})
+    monkeypatch.setattr(compile_rule, "BREAK_EVEN_STEPS", {"convnet": {32: {10: 500, 256: 40}, 8: {256: 900}},
+                                                          "vgg11": {32: {256: None}}})
     monkeypatch.setattr("ddistill.utils.perf.has_cxx_compiler", lambda: True)
 
 
@@ -79,9 +81,8 @@ def test_classifier_records_the_rule(table):
     assert "no break-even measured for 'mlp'" in res.details["perf"]["compile_rule"]
 
 
-def test_break_even_scales_with_the_number_of_pixels(table):
-    # 40 steps measured at 32x32; a 16x16 step saves a quarter as much: 160 steps to pay.
-    assert not compile_pays(Workload("convnet", 256, 159, (16, 16)))[0]
-    pays, why = compile_pays(Workload("convnet", 256, 160, (16, 16)))
-    assert pays and "scaled to 16x16" in why
-    assert compile_pays(Workload("convnet", 256, 10, (64, 64)))[0]  # ceil(40 / 4)
+def test_the_nearest_measured_image_size_applies(table):
+    assert not compile_pays(Workload("convnet", 256, 899, (8, 8)))[0]
+    pays, why = compile_pays(Workload("convnet", 256, 900, (10, 10)))  # 10x10 is nearer 8x8 than 32x32
+    assert pays and "8x8; inputs 10x10" in why
+    assert compile_pays(Workload("convnet", 256, 40, (64, 64)))[0]  # nearest measured: 32x32

@@ -9,9 +9,9 @@ against that file).
 
 The rule (``perf.compile`` unset): an evaluation compiles when the steps it will train in this process with one
 architecture (models x steps per model) reach that architecture's break-even at the measured batch nearest to its
-own (nearest in log scale). The measurement is at 32 x 32 pixels; a step's cost, and so its saving, grows with the
-number of pixels while the compile cost does not, so the break-even is scaled by 1024 / (H * W) (8 x 8 digits need
-16x the steps, 64 x 64 images a quarter). It runs eager when the architecture was not measured, when compiling never made its
+own, at the measured image size nearest to its own (both nearest in log scale). The image size matters and does not
+scale simply: small images are dominated by per-step overhead, which compiling also removes (ConvNet-3 at batch 100:
+386 steps at 32 x 32, 2858 at 8 x 8). It runs eager when the architecture was not measured, when compiling never made its
 step faster, off the CPU (not measured there) or without a C++ compiler (inductor needs one). ``perf.compile:
 true/false`` overrides the rule. Variants of an architecture (``model_kwargs``) use the base name's measurement.
 """
@@ -22,16 +22,15 @@ from dataclasses import dataclass
 
 import torch
 
-#: Break-even training steps by architecture and batch size (None: compiling never made a step faster). Written from
+#: Break-even training steps by architecture, image side (H = W) and batch size (None: compiling never made a step
+#: faster). Written from
 #: ``benchmarks/results/compile_break_even.json`` (rounded up); regenerate with that benchmark on new hardware.
-BREAK_EVEN_STEPS: dict[str, dict[int, int | None]] = {
-    "convnet": {10: 3497, 100: 386, 256: 95},
-    "convnet_bn": {10: 13532, 100: None, 256: 253},
-    "vgg11": {10: 2141, 100: 474, 256: 265},
-    "resnet18": {10: 1383, 100: 186, 256: 59},
+BREAK_EVEN_STEPS: dict[str, dict[int, dict[int, int | None]]] = {
+    "convnet": {32: {10: 3497, 100: 386, 256: 95}, 8: {10: 46431, 100: 2858, 256: 1317}},
+    "convnet_bn": {32: {10: 13532, 100: None, 256: 253}},
+    "resnet18": {32: {10: 1383, 100: 186, 256: 59}},
+    "vgg11": {32: {10: 2141, 100: 474, 256: 265}},
 }
-#: H * W of the measurement's inputs (CIFAR-10's 32 x 32).
-MEASURED_PIXELS = 32 * 32
 
 
 @dataclass(frozen=True)
@@ -71,12 +70,12 @@ def compile_pays(work: Workload, device: torch.device | str = "cpu") -> tuple[bo
     if not table:
         return False, (f"no break-even measured for '{work.model}' (benchmarks/compile_break_even.py --archs "
                        f"{work.model}); eager")
-    batch = min(table, key=lambda b: (abs(math.log(b) - math.log(max(1, work.batch))), b))
-    measured = table[batch]
-    if measured is None:
-        return False, f"compiling never made a {work.model} step faster at batch {batch}; eager"
     h, w = work.image_size
-    need = math.ceil(measured * MEASURED_PIXELS / max(1, int(h) * int(w)))
+    side = min(table, key=lambda m: (abs(math.log(m * m) - math.log(max(1, int(h) * int(w)))), m))
+    batch = min(table[side], key=lambda b: (abs(math.log(b) - math.log(max(1, work.batch))), b))
+    need = table[side][batch]
+    if need is None:
+        return False, f"compiling never made a {work.model} step faster at batch {batch}, {side}x{side}; eager"
     pays = work.steps >= need
-    return pays, (f"{work.steps} training steps {'>=' if pays else '<'} break-even {need} ({work.model}: {measured} "
-                  f"measured at batch {batch}, 32x32, scaled to {h}x{w}): {'compiled' if pays else 'eager'}")
+    return pays, (f"{work.steps} training steps {'>=' if pays else '<'} break-even {need} ({work.model} measured at "
+                  f"batch {batch}, {side}x{side}; inputs {h}x{w}): {'compiled' if pays else 'eager'}")
