@@ -117,12 +117,15 @@ def test_mtt_segments_over_two_processes_equal_one(tmp_path):
 
 def test_krr_st_real_batch_over_two_processes_equals_one(tmp_path):
     # One step: each rank forwards half of the real batch; the summed gradient of the images and targets is one
-    # process's up to the order of the sums over real rows.
+    # process's up to the order of the sums over real rows. The kernel ridge solve amplifies that float32 reordering
+    # by its conditioning, and by how much depends on the CPU's kernels: the largest relative difference of grad_y
+    # was below 1e-4 on the CI machine and 1.3e-4 on another of this project's machines; 5e-4 is still far
+    # below what a sharding error (a missing or doubled half of the real batch) would change.
     one = _run("krr_st", tmp_path / "one", procs=1, extra=("--steps", "1"))
     two = _run("krr_st", tmp_path / "two", procs=2, extra=("--steps", "1"))
     for key in ("grad_x", "grad_y"):
         assert one[key].abs().max() > 0
-        assert (two[key] - one[key]).abs().max() <= 1e-4 * one[key].abs().max(), key
+        assert (two[key] - one[key]).abs().max() <= 5e-4 * one[key].abs().max(), key
     torch.testing.assert_close(two["loss"], one["loss"], rtol=1e-5, atol=0.0)
 
 

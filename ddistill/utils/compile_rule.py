@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -57,10 +58,16 @@ def training_steps(n: int, epochs: int, batch_size: int, iterations: int | None 
     return int(epochs) * max(1, math.ceil(int(n) / int(batch_size)))
 
 
+@lru_cache(maxsize=1)
+def has_cxx_compiler() -> bool:
+    """Whether a C++ compiler is on PATH (torch.compile's CPU backend, inductor, needs one)."""
+    import shutil
+
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+
+
 def compile_pays(work: Workload, device: torch.device | str = "cpu") -> tuple[bool, str]:
     """``(compile?, why)`` for ``work`` on ``device`` by the measured break-even (module docstring)."""
-    from ddistill.utils.perf import has_cxx_compiler
-
     dev = torch.device(device)
     if dev.type != "cpu":
         return False, f"break-even measured on the CPU only; set perf.compile: true to compile on {dev.type}"

@@ -14,7 +14,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ddistill.utils.compile_rule import Workload, compile_pays
+from ddistill.utils.compile_rule import Workload, compile_pays, has_cxx_compiler
 
 
 @dataclass
@@ -91,13 +91,6 @@ class PerfConfig:
     def apply_threads(self) -> None:
         if self.threads:
             torch.set_num_threads(self.threads)
-
-
-@lru_cache(maxsize=1)
-def has_cxx_compiler() -> bool:
-    import shutil
-
-    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
 @lru_cache(maxsize=1)
