@@ -225,6 +225,9 @@ def main() -> None:
     if context.is_main:
         torch.save({**result, "world_size": torch.tensor(context.world_size)}, out / "result.pt")
     if context.enabled:
+        # Every rank reaches this point before any tears its group down: tearing down while the other rank still has
+        # gloo traffic in flight once aborted rank 0 ("terminate called without an active exception", exit -6).
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
