@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 
-# sequential_compiled: the evaluator's CPU default when a C++ compiler is present (PerfConfig.compile=None -> on).
+# sequential_compiled: the sequential loop with perf.compile forced on (the evaluator's default decides by the
+# measured break-even of ddistill/utils/compile_rule.py).
 MODES = ("sequential", "sequential_compiled", "batched")
 
 

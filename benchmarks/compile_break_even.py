@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -125,7 +126,7 @@ def main() -> None:
                "speedup": e["step"] / c["step"], "compile_s": compile_s, "saving_per_step_s": saving,
                "break_even_steps": compile_s / saving if saving > 0 else None, "eager": e, "compiled": c}
         rows.append(row)
-        be = f"{row['break_even_steps']:.0f}" if row["break_even_steps"] is not None else "never"
+        be = f"{math.ceil(row['break_even_steps'])}" if row["break_even_steps"] is not None else "never"
         print(f"{arch} {size}px batch {batch}: eager {e['step']:.3f} s, compiled {c['step']:.3f} s, compile "
               f"{compile_s:.1f} s -> break-even {be} steps", flush=True)
 
@@ -139,20 +140,22 @@ def main() -> None:
               "rows": rows}
     write_json(out.with_suffix(".json"), result)
     lines = ["# When torch.compile pays in an evaluation (CPU)\n",
-             f"Commands: {'; then '.join(f'`{c}`' for c in commands)}. Each cell: a fresh process with an empty inductor cache; train step = forward "
-             f"under the resolved speed settings ({rows[0]['eager']['perf'] if rows else {}} besides compile), "
+             f"Commands: {'; then '.join(f'`{c}`' for c in commands)}. Each cell: a fresh process with an empty "
+             f"inductor cache; train step = forward under the resolved speed settings ({rows[0]['eager']['perf'] if rows else {}} besides compile), "
              f"cross-entropy, backward, SGD; median of {args.steps} steps after the first. Compile cost = first "
              f"train step + first test forward (batch {args.test_batch}) minus their steady times.\n",
              "| arch | image | batch | eager s/step | compiled s/step | speed-up | compile s | break-even steps |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        be = f"{r['break_even_steps']:.0f}" if r["break_even_steps"] is not None else "never"
-        lines.append(f"| {r['arch']} | {r.get('image_size', 32)} px | {r['batch']} | {r['eager_step_s']:.3f} | {r['compiled_step_s']:.3f} | "
-                     f"{r['speedup']:.2f} | {r['compile_s']:.1f} | {be} |")
-    lines.append("\nThe rule (`ddistill/utils/compile_rule.py`): with `perf.compile` unset, an evaluation compiles when "
-                 "the steps it will train in this process (models x steps per model) reach the break-even of its "
-                 "architecture at the nearest measured image size, then the nearest measured batch; an architecture "
-                 "not measured here runs eager.")
+        be = f"{math.ceil(r['break_even_steps'])}" if r["break_even_steps"] is not None else "never"
+        lines.append(f"| {r['arch']} | {r.get('image_size', 32)} px | {r['batch']} | {r['eager_step_s']:.3f} | "
+                     f"{r['compiled_step_s']:.3f} | {r['speedup']:.2f} | {r['compile_s']:.1f} | {be} |")
+    lines.append("\nThe rule (`ddistill/utils/compile_rule.py`, break-even rounded up): with `perf.compile` unset, "
+                 "an evaluation compiles when the steps it trains with one architecture (all its models x steps per "
+                 "model, whatever the world size) reach the break-even of its architecture at the nearest measured "
+                 "image size, then the nearest measured batch, scaled by the number of input shapes it compiles over "
+                 "the two "
+                 "measured here; an architecture not measured here runs eager.")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -48,7 +48,7 @@ def main() -> None:
                    help="keep the rows already in --out's JSON that were run with this budget and seed")
     p.add_argument("--reuse-distilled", nargs="*", default=[],
                    help="earlier results JSONs: a DataDAM row there with the same synthesizer config and seed has its "
-                        "set (in sets/) re-evaluated at this budget instead of distilled again; its distillation "
+                        "set (read from --sets-dir) re-evaluated at this budget instead of distilled again; its distillation "
                         "time and curve are carried over and the row names the JSON it came from")
     args = p.parse_args()
     if args.plot_only:
@@ -83,6 +83,16 @@ def main() -> None:
                                                     progress=False, controls=[]),
                                    seed=args.seed)
 
+    # Before any work: a set this run would distil must not replace one another run made (checked here, not when the
+    # set is saved, so a long run never ends unable to keep its result).
+    for ipc in args.ipc:
+        for preset in args.presets:
+            key, path = f"datadam_{preset}_ipc{ipc}", sets_dir / f"datadam_{preset}_cifar10_ipc{ipc}.pt"
+            reusable = key in earlier and path.exists()
+            if key not in done and not reusable and path.exists() and not args.overwrite_sets:
+                raise SystemExit(f"error: {path} exists (a set another run made); choose --sets-dir or pass "
+                                 "--overwrite-sets")
+
     for ipc in args.ipc:
         rnd = SYNTHESIZERS.get("random")
         if f"random_ipc{ipc}" in done:
@@ -104,7 +114,7 @@ def main() -> None:
                 continue
             set_path = sets_dir / f"datadam_{preset}_cifar10_ipc{ipc}.pt"
             old = earlier.get(key)
-            if old and old["config"] == to_dict(cfg) and set_path.exists():
+            if old and same_config(old["config"], cfg) and set_path.exists():
                 synset = SyntheticSet.load(set_path)
                 if synset.meta.get("config") == old["config"] and synset.meta.get("seed") == args.seed:
                     res = evaluator(args.models).evaluate(synset, test)
@@ -114,10 +124,6 @@ def main() -> None:
                     print(f"DataDAM {preset} IPC {ipc} (set from {old['source']}): {res}", flush=True)
                     write_json(out.with_suffix(".json"), result)
                     continue
-            if set_path.exists() and not args.overwrite_sets:
-                # Checked before distilling, so a long run never ends unable to save its set.
-                raise SystemExit(f"error: {set_path} exists (a set another run made); choose --sets-dir or pass "
-                                 "--overwrite-sets")
             synth = cls(cfg, seed=args.seed)
             curve = []
 
@@ -155,6 +161,13 @@ def main() -> None:
     lines.append(f"\nLearning curves: `{out.with_suffix('.png').name}`.")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def same_config(saved: dict, cfg: object) -> bool:
+    """Whether a recorded synthesizer config is ``cfg``: equal on every recorded field, and every field added to the
+    config class since (absent from the record) at its default, which reproduces the behaviour before it existed."""
+    now, default = to_dict(cfg), to_dict(type(cfg)())
+    return all(now.get(k) == v for k, v in saved.items()) and all(now[k] == default[k] for k in now if k not in saved)
 
 
 def previous_rows(args: argparse.Namespace, out: Path, budget: dict) -> tuple[dict, dict]:

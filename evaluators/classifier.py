@@ -30,7 +30,7 @@ from ddistill.data import EvalData, EvalNeeds, RealData
 from ddistill.distributed import Distributed
 from ddistill.models import ModelFamily
 from ddistill.synset import SyntheticSet
-from ddistill.utils.compile_rule import Workload, training_steps
+from ddistill.utils.compile_rule import Workload, compiled_graphs, training_steps
 from ddistill.utils.perf import PerfConfig
 from ddistill.utils.seed import derive_seed, make_generator
 from ddistill.utils.soft_labels import SoftLabelConfig, TeacherBatchLoss
@@ -378,13 +378,12 @@ class ClassifierEvaluator(Evaluator):
         batched = self._run_batched(trial, trial_for_model, x_test, y_test, num_classes, recipe, augment, models,
                                     model, model_kwargs, stream) if cfg.batched else None
         extra = (stream,) if stream else ()
-        owned = len(self.dist.owned(models))
-
         def workload(n: int) -> Workload:
-            """What this process trains: its share of the models, each for the recipe's steps on n samples (the
-            compile rule weighs it against the measured break-even)."""
+            """What the evaluation trains: all its models (whatever the world size, so every rank decides alike),
+            each for the recipe's steps on n samples; the compile rule weighs it against the measured break-even."""
             steps = training_steps(n, recipe.epochs, recipe.batch_size, recipe.iterations)
-            return Workload(model, min(n, recipe.batch_size), owned * steps, tuple(x_test.shape[2:]))
+            return Workload(model, min(n, recipe.batch_size), models * steps, tuple(x_test.shape[2:]),
+                            compiled_graphs(n, recipe.batch_size, int(x_test.shape[0]), cfg.test_batch_size))
 
         def train_one(i: int, _: Any) -> list[Any]:
             """Model i: its initialisation and its data order depend only on (seed, i, stream), so the models can be
@@ -429,9 +428,10 @@ class ClassifierEvaluator(Evaluator):
         details: dict[str, Any] = {
             "model": model, "model_kwargs": model_kwargs, "epochs": recipe.epochs, "lr": lr,
             "augment": recipe.augment, "train_size": train_size, "train_seconds": seconds, "seed": self.seed,
-            "perf": {"channels_last": perf.channels_last, "bf16": perf.bf16,
-                     "compile": cfg.perf.resolve(dev, workload(train_size)).compile,
-                     "compile_rule": cfg.perf.compile_rule(dev, workload(train_size))},
+            "perf": {"channels_last": perf.channels_last, "bf16": perf.bf16, **(
+                {"compile": False, "compile_rule": "batched pass (never compiled)"} if isinstance(batched, tuple) else
+                {"compile": cfg.perf.resolve(dev, workload(train_size)).compile,
+                 "compile_rule": cfg.perf.compile_rule(dev, workload(train_size))})},
         }
         if cfg.batched:
             details["batched"] = True if isinstance(batched, tuple) else f"sequential: {batched}"

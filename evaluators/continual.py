@@ -23,7 +23,7 @@ from ddistill.augment import build_augment
 from ddistill.data import EvalData, EvalNeeds
 from ddistill.models import ModelFamily
 from ddistill.synset import SyntheticSet
-from ddistill.utils.compile_rule import Workload, training_steps
+from ddistill.utils.compile_rule import Workload, compiled_graphs, training_steps
 from ddistill.utils.perf import PerfConfig
 from ddistill.utils.progress import progress_bar
 from ddistill.utils.seed import derive_seed, make_generator
@@ -156,7 +156,6 @@ class ContinualEvaluator(Evaluator):
         cfg = self.config
         augment = build_augment(cfg.train.augment, dataset)
         runs = [(o, m) for o in range(len(orders)) for m in range(cfg.models_per_order)]
-        owned = len(self.dist.owned(len(runs)))
 
         def train_run(_: int, run: tuple[int, int]) -> list[Any]:
             """Run (order o, model m): every stage's network and data order depend only on (seed, o, m, s), so the
@@ -173,12 +172,12 @@ class ContinualEvaluator(Evaluator):
                 mem_mask = _member(y_mem, seen)
                 test_mask = _member(y_test, seen)
                 sizes.append(int(mem_mask.sum()))
-                # Each stage's memory size is its own batch shape (one compile per process), trained once per run
-                # this process owns: the compile rule weighs that.
+                # The compile rule weighs this stage over every run (not this rank's share: all ranks decide alike);
+                # a stage whose memory is smaller than a batch is a shape of its own.
                 n = sizes[-1]
-                stage_perf = cfg.perf.resolve(self.device, Workload(model, min(n, cfg.train.batch_size), owned * (
+                stage_perf = cfg.perf.resolve(self.device, Workload(model, min(n, cfg.train.batch_size), len(runs) * (
                     training_steps(n, cfg.train.epochs, cfg.train.batch_size, cfg.train.iterations)),
-                    tuple(x_mem.shape[2:])))
+                    tuple(x_mem.shape[2:]), compiled_graphs(n, cfg.train.batch_size)))
                 net = stage_perf.prepare_model(family.build(s, self.device))  # from scratch at every stage
                 gen = make_generator(derive_seed(self.seed, TRAIN_STREAM, o, m, s))
                 train_classifier(net, x_mem[mem_mask], y_mem[mem_mask], cfg.train, augment=augment,
@@ -187,7 +186,7 @@ class ContinualEvaluator(Evaluator):
                 bar.update(1)
             return [curve, sizes]
 
-        total = owned * cfg.stages
+        total = len(self.dist.owned(len(runs))) * cfg.stages
         bar = progress_bar(total=total, desc=desc, enabled=cfg.progress, leave=False)
         # Under torchrun each rank trains its share of the (order, model) runs (the numbers are one process's).
         done = self.dist.map(runs, train_run)

@@ -34,7 +34,7 @@ from ddistill.data import Encoding, EvalData, EvalNeeds, RealData
 from ddistill.distributed import Distributed
 from ddistill.models import create_model
 from ddistill.synset import SyntheticSet
-from ddistill.utils.compile_rule import Workload, training_steps
+from ddistill.utils.compile_rule import Workload, compiled_graphs, training_steps
 from ddistill.utils.perf import PerfConfig
 from ddistill.utils.progress import progress_bar
 from ddistill.utils.seed import derive_seed, make_generator, seeded_rng
@@ -164,7 +164,8 @@ class NASEvaluator(Evaluator):
             # Every architecture is its own graph (one compile each), trained once: the compile rule weighs one run.
             n = int(x.shape[0])
             run_perf = cfg.perf.resolve(dev, Workload("convnet", min(n, recipe.batch_size), training_steps(
-                n, recipe.epochs, recipe.batch_size, recipe.iterations), tuple(x.shape[2:])))
+                n, recipe.epochs, recipe.batch_size, recipe.iterations), tuple(x.shape[2:]),
+                compiled_graphs(n, recipe.batch_size)))
             net = run_perf.prepare_model(net)
             train_classifier(net, x, y, recipe, augment=aug,
                              generator=make_generator(derive_seed(self.seed, stream, i, *repeat)), perf=run_perf)

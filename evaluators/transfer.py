@@ -62,7 +62,7 @@ from ddistill.config import ConfigError, from_dict, merge
 from ddistill.data import DataSpec, Encoding, EvalData, EvalNeeds, ImageData, RealData
 from ddistill.models import ModelFamily
 from ddistill.synset import SyntheticSet
-from ddistill.utils.compile_rule import Workload, training_steps
+from ddistill.utils.compile_rule import Workload, compiled_graphs, training_steps
 from ddistill.utils.perf import PerfConfig
 from ddistill.utils.probe import LinearProbeConfig, linear_probe
 from ddistill.utils.progress import progress_bar
@@ -351,12 +351,19 @@ class TransferEvaluator(Evaluator):
         """
         cfg, dev = self.config, self.device
         meta = synset.meta
-        perf = cfg.perf.resolve(dev)
-        perf.apply_threads()
         model, model_kwargs = resolve_model(cfg.model, cfg.model_kwargs, meta)
         x_syn = synset.x.to(dev)
         channels, size = int(x_syn.shape[1]), (int(x_syn.shape[2]), int(x_syn.shape[3]))
         recipe_name, pre = self._recipe(meta)
+        # Pre-training (the set and the pre-training controls, each run): weighed by the compile rule as a whole.
+        pre_work = None
+        if pre is not None:
+            n, r = int(x_syn.shape[0]), pre[1]
+            rows_pretraining = 1 + sum(1 for c in cfg.controls if c in ("random_subset", "random_teacher_targets"))
+            pre_work = Workload(model, min(n, r.batch_size), cfg.num_runs * rows_pretraining * training_steps(
+                n, r.epochs, r.batch_size, r.iterations), size, compiled_graphs(n, r.batch_size))
+        perf = cfg.perf.resolve(dev, pre_work)
+        perf.apply_threads()
         set_encoding = Encoding.from_meta(meta["encoding"], synset.tensors)
         source_encoding = set_encoding if cfg.downstream_encoding == "source" else None
         if source is None and meta.get("data"):
@@ -407,12 +414,14 @@ class TransferEvaluator(Evaluator):
         units = [(r, i) for r in range(cfg.num_runs) for i in [*range(len(rows)), *([None] if probe_teacher else [])]]
         bar = progress_bar(total=len(self.dist.owned(len(units))), desc="transfer", enabled=cfg.progress, leave=False)
 
-        def finetune_workload(x_tr: Tensor) -> Workload:
-            """The fine-tunings this process runs on one target (the compile rule weighs them)."""
+        def finetune_workload(x_tr: Tensor, x_te: Tensor) -> Workload:
+            """Every fine-tuning of the evaluation on one target (all ranks' share: every rank decides alike), for the
+            compile rule."""
             ft, n = cfg.finetune, int(x_tr.shape[0])
-            owned = sum(1 for k in self.dist.owned(len(units)) if units[k][1] is not None)
-            return Workload(model, min(n, ft.batch_size), owned * training_steps(n, ft.epochs, ft.batch_size,
-                                                                                   ft.iterations), size)
+            runs = sum(1 for _, i in units if i is not None)
+            return Workload(model, min(n, ft.batch_size), runs * training_steps(n, ft.epochs, ft.batch_size,
+                                                                                  ft.iterations), size,
+                            compiled_graphs(n, ft.batch_size, int(x_te.shape[0]), cfg.test_batch_size))
 
         def run_unit(_: int, unit: tuple[int, int | None]) -> dict[str, Any]:
             r, i = unit
@@ -446,7 +455,7 @@ class TransferEvaluator(Evaluator):
                     done["probes"][name] = linear_probe(net.embed, (x_tr, y_tr), (x_te, y_te), config=cfg.probe,
                                                         num_classes=k, generator=gen, device=dev)
                 start = time.perf_counter()
-                ft_perf = cfg.perf.resolve(dev, finetune_workload(x_tr))
+                ft_perf = cfg.perf.resolve(dev, finetune_workload(x_tr, x_te))
                 fast = ft_perf.prepare_model(net)
                 label = f"fine-tune {name} {r + 1}/{cfg.num_runs}" + ("" if row.name == "set" else f" ({row.name})")
                 train_classifier(fast, x_tr, y_tr, cfg.finetune, augment=augment,
@@ -488,7 +497,8 @@ class TransferEvaluator(Evaluator):
                 "pretrain_seconds": set_row.seconds, "finetune_seconds": seconds[name],
                 "pretrain_precision": set_row.precision, "pretrain_precision_rule": cfg.pretrain_precision,
                 "finetune_precision": "bf16" if perf.bf16 else "fp32",
-                "finetune_compile_rule": cfg.perf.compile_rule(dev, finetune_workload(data[name][0])),
+                "finetune_compile_rule": cfg.perf.compile_rule(dev, finetune_workload(data[name][0], data[name][2])),
+                "pretrain_compile_rule": cfg.perf.compile_rule(dev, pre_work) if pre_work is not None else None,
             }
             warnings: list[str] = []
             if cfg.linear_probe:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ddistill.utils import compile_rule
-from ddistill.utils.compile_rule import BREAK_EVEN_STEPS, Workload, compile_pays, training_steps
+from ddistill.utils.compile_rule import BREAK_EVEN_STEPS, Workload, compile_pays, compiled_graphs, training_steps
 from ddistill.utils.perf import PerfConfig
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "compile_break_even.json"
@@ -85,5 +85,14 @@ def test_classifier_records_the_rule(table):
 def test_the_nearest_measured_image_size_applies(table):
     assert not compile_pays(Workload("convnet", 256, 899, (8, 8)))[0]
     pays, why = compile_pays(Workload("convnet", 256, 900, (10, 10)))  # 10x10 is nearer 8x8 than 32x32
-    assert pays and "8x8; inputs 10x10" in why
+    assert pays and "8x8" in why and "inputs 10x10" in why
     assert compile_pays(Workload("convnet", 256, 40, (64, 64)))[0]  # nearest measured: 32x32
+
+
+def test_more_compiled_shapes_raise_the_break_even(table):
+    # 40 steps measured for 2 graphs (train step + test forward); 4 shapes cost twice the compile.
+    assert not compile_pays(Workload("convnet", 256, 79, graphs=4))[0]
+    assert compile_pays(Workload("convnet", 256, 80, graphs=4))[0]
+    assert compiled_graphs(100, 256, 10000, 1024) == 3  # one train shape; test 1024 + a short last batch
+    assert compiled_graphs(500, 256, 2048, 1024) == 3  # train 256 + 244; test batches all full
+    assert compiled_graphs(512, 256) == 3  # test size unknown: assume a short last test batch

@@ -1,19 +1,23 @@
 """When an evaluation compiles its networks: a rule from a measurement, not a guess.
 
 ``torch.compile`` makes a CPU train step faster but costs a one-off compile per architecture, batch shape and graph
-(train step, test forward) in each process. At a small budget the compile dominates: VGG11 evaluated an IPC-10 set
-in 107 s compiled against 36 s eager. ``benchmarks/compile_break_even.py`` measures, per architecture and batch, the
-compile cost C and the per-step saving s = eager step - compiled step, in fresh processes on this project's CPU;
-break-even = C / s training steps (``benchmarks/results/compile_break_even.{md,json}``; a test checks this table
-against that file).
+(train step, test forward) in each process. At a small budget the compile dominates (issue #16 reported VGG11
+taking 107 s compiled against 36 s eager). ``benchmarks/compile_break_even.py`` measures, per architecture, image
+size and batch, the compile cost C and the per-step saving s = eager step - compiled step, in fresh processes on
+this project's CPU; break-even = C / s training steps (``benchmarks/results/compile_break_even.{md,json}``; a test
+checks this table against that file).
 
-The rule (``perf.compile`` unset): an evaluation compiles when the steps it will train in this process with one
-architecture (models x steps per model) reach that architecture's break-even at the measured batch nearest to its
-own, at the measured image size nearest to its own (both nearest in log scale). The image size matters and does not
-scale simply: small images are dominated by per-step overhead, which compiling also removes (ConvNet-3 at batch 100:
-386 steps at 32 x 32, 2858 at 8 x 8). It runs eager when the architecture was not measured, when compiling never made its
-step faster, off the CPU (not measured there) or without a C++ compiler (inductor needs one). ``perf.compile:
-true/false`` overrides the rule. Variants of an architecture (``model_kwargs``) use the base name's measurement.
+The rule (``perf.compile`` unset): an evaluation compiles when the steps it trains with one architecture (all its
+models x steps per model) reach that architecture's break-even at the measured image size nearest to its own, then
+the measured batch nearest to its own (both nearest in log scale). The image size matters and does not scale
+simply: small images are dominated by per-step overhead, which compiling also removes (ConvNet-3 at batch 100: 386
+steps at 32 x 32, 2858 at 8 x 8). The break-even is scaled by the number of graphs the evaluation compiles (one per
+input shape) over the measurement's two. The whole evaluation is weighed, not one rank's share, so every rank and
+every world size decide alike and scores stay those of one process (each rank does pay its own compile).
+
+It runs eager when the architecture was not measured, when compiling never made its step faster, off the CPU (not
+measured there) or without a C++ compiler (inductor needs one). ``perf.compile: true/false`` overrides the rule.
+Variants of an architecture (``model_kwargs``) use the base name's measurement.
 """
 from __future__ import annotations
 
@@ -43,12 +47,24 @@ class Workload:
         batch: training batch size (``min(set size, recipe batch)``).
         steps: training steps this process will run with it, summed over its models.
         image_size: (H, W) of its inputs.
+        graphs: distinct input shapes it compiles (``dynamic=False``: one graph each): the full and the short last
+            training batch, the full and the short last test batch. The measurement compiled 2 (one train step, one
+            test forward), so the break-even is scaled by ``graphs / 2``.
     """
 
     model: str
     batch: int
     steps: int
     image_size: tuple[int, int] = (32, 32)
+    graphs: int = 2
+
+
+def compiled_graphs(n: int, batch_size: int, test_n: int | None = None, test_batch: int = 1024) -> int:
+    """Graphs an evaluation compiles: train batches of ``min(n, batch_size)`` plus a short last one when ``n`` is not
+    a multiple, and test batches likewise (unknown test size: assume a short last one)."""
+    train = 1 + (1 if n > batch_size and n % batch_size else 0)
+    test = 2 if test_n is None else 1 + (1 if test_n > test_batch and test_n % test_batch else 0)
+    return train + test
 
 
 def training_steps(n: int, epochs: int, batch_size: int, iterations: int | None = None) -> int:
@@ -80,9 +96,11 @@ def compile_pays(work: Workload, device: torch.device | str = "cpu") -> tuple[bo
     h, w = work.image_size
     side = min(table, key=lambda m: (abs(math.log(m * m) - math.log(max(1, int(h) * int(w)))), m))
     batch = min(table[side], key=lambda b: (abs(math.log(b) - math.log(max(1, work.batch))), b))
-    need = table[side][batch]
-    if need is None:
+    measured = table[side][batch]
+    if measured is None:
         return False, f"compiling never made a {work.model} step faster at batch {batch}, {side}x{side}; eager"
+    need = math.ceil(measured * work.graphs / 2)
     pays = work.steps >= need
     return pays, (f"{work.steps} training steps {'>=' if pays else '<'} break-even {need} ({work.model} measured at "
-                  f"batch {batch}, {side}x{side}; inputs {h}x{w}): {'compiled' if pays else 'eager'}")
+                  f"batch {batch}, {side}x{side}, x {work.graphs}/2 graphs; inputs {h}x{w}): "
+                  f"{'compiled' if pays else 'eager'}")
