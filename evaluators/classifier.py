@@ -430,8 +430,7 @@ class ClassifierEvaluator(Evaluator):
             "augment": recipe.augment, "train_size": train_size, "train_seconds": seconds, "seed": self.seed,
             "perf": {"channels_last": perf.channels_last, "bf16": perf.bf16, **(
                 {"compile": False, "compile_rule": "batched pass (never compiled)"} if isinstance(batched, tuple) else
-                {"compile": cfg.perf.resolve(dev, workload(train_size)).compile,
-                 "compile_rule": cfg.perf.compile_rule(dev, workload(train_size))})},
+                _compile_decision(cfg.perf, dev, workload(train_size)))},
         }
         if cfg.batched:
             details["batched"] = True if isinstance(batched, tuple) else f"sequential: {batched}"
@@ -499,3 +498,8 @@ def evaluate_pool(synset: SyntheticSet, data: Any, models: list[str], config: Cl
     """Cross-architecture evaluation: the same set scored with each network in ``models``
     (:meth:`Evaluator.across` of a :class:`ClassifierEvaluator`)."""
     return ClassifierEvaluator(config, device=device, seed=seed).across(models, synset, data)
+
+
+def _compile_decision(perf: PerfConfig, device: torch.device, work: Workload) -> dict[str, Any]:
+    """``{"compile": bool, "compile_rule": why}`` of the sequential loop, for the results."""
+    return {"compile": perf.resolve(device, work).compile, "compile_rule": perf.compile_rule(device, work)}
