@@ -487,10 +487,13 @@ class KRRST(GradientSynthesizer):
         self._ridge_info = info
 
     @torch.no_grad()
-    def heldout_krr_loss(self, ridges: Sequence[float] | None = None, *, chunk: int = 1024) -> list[float]:
+    def heldout_krr_loss(self, ridges: Sequence[float] | None = None, *, chunk: int = 1024,
+                         initial: bool = False) -> list[float]:
         """Algorithm 1's prediction from the current synthetic set, scored on the held-out real images: for each
         ridge, the mean over the pool's networks (eval mode) of ``MSE(K_hs (K_ss + lambda I)^{-1} Y_s, g(X_h))``, no
-        augmentation. None = the ridge in use. Draws no random numbers.
+        augmentation. None = the ridge in use. ``initial=True`` scores the set as it was initialised instead, under
+        the same (current) pool networks: the paired baseline, since the pool trains and resets during the run and
+        a loss read under other networks is not comparable. Draws no random numbers.
 
         Shape: X_h (heldout_real, C, H, W), g(X_h) (heldout_real, D) -> one float per ridge.
         """
@@ -499,7 +502,10 @@ class KRRST(GradientSynthesizer):
         ridges = [self.ridge_value] if ridges is None else [float(r) for r in ridges]
         cfg = self.config
         x_h, y_h = self._heldout
-        x, y = self.params["x"].detach(), self.params["y"].detach()
+        if initial:
+            x, y = self._x_init, self._y_init.to(self.params["y"].dtype)
+        else:
+            x, y = self.params["x"].detach(), self.params["y"].detach()
         totals = [0.0] * len(ridges)
         for model in self.pool.models:
             model.eval()  # running statistics, as the outer loss uses them
@@ -528,6 +534,7 @@ class KRRST(GradientSynthesizer):
                "target_shift": float((self.params["y"].detach().float() - self._y_init).abs().mean())}
         if self._heldout is not None and self._pool_ready and self.ridge_value is not None:
             out["heldout_krr_loss"] = self.heldout_krr_loss()[0]
+            out["heldout_krr_loss_initial_set"] = self.heldout_krr_loss(initial=True)[0]
         return out
 
     def log_step(self, step: int, logs: dict[str, float]) -> None:
@@ -663,6 +670,8 @@ class KRRST(GradientSynthesizer):
             "curve": list(self._diag_curve),
             "what": "heldout_krr_loss: the KRR prediction from the set on held-out real training images never used "
                     "for the initialisation or the outer loss (mean over the pool networks, no augmentation); "
+                    "heldout_krr_loss_initial_set: the same for the initial set under the same pool networks (the "
+                    "pool trains and resets, so only this paired pair is comparable along the curve); "
                     "image_shift_pixels / image_shift_encoded: mean |x - x_init| in [0, 1] pixels / encoded units; "
                     "target_shift: mean |y - y_init|",
         }

@@ -156,6 +156,11 @@ def test_diagnostics_at_start_every_k_steps_and_at_the_end(digits, tiny_teacher)
     assert [c["step"] for c in d["curve"]] == [2, 4]
     # The end value is the held-out loss of the final set with the final pool.
     assert synth.heldout_krr_loss()[0] == pytest.approx(end["heldout_krr_loss"])
+    # The paired baseline: the initial set under the same networks (equal to the set's own loss at the start).
+    assert start["heldout_krr_loss_initial_set"] == start["heldout_krr_loss"]
+    assert synth.heldout_krr_loss(initial=True)[0] == pytest.approx(end["heldout_krr_loss_initial_set"])
+    assert end["heldout_krr_loss_initial_set"] != end["heldout_krr_loss"]
+    assert all("heldout_krr_loss_initial_set" in c for c in d["curve"])
     # Measured independently: mean |x - x_init| in [0, 1] pixels.
     init = KRRST(_cfg(iterations=0, heldout_real=100), seed=0, teacher=tiny_teacher).fit(real)
     assert float((_pixels(synset) - _pixels(init)).abs().mean()) == pytest.approx(
