@@ -321,6 +321,7 @@ def stage_report(args: argparse.Namespace) -> None:
                      f"syn_steps {c['syn_steps']}, expert_epochs {c['expert_epochs']}, max_start_epoch "
                      f"{c['max_start_epoch']}, batch_syn {c['batch_syn'] or 'all'}, memory_saving "
                      f"{c['memory_saving']}; learned lr {d['rows']['mtt']['learned_lr']:.5f} (init {c['lr_teacher']}).")
+    lines += family_comparison(summary, distill)
     for note in result["notes"]:
         lines.append(f"\n**Note:** {note}")
     p = result["paper_budget"]
@@ -329,6 +330,35 @@ def stage_report(args: argparse.Namespace) -> None:
                  "maximum over evaluation points); the rows above are a CPU budget orders of magnitude smaller.")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def family_comparison(summary: dict, distill: dict) -> list[str]:
+    """AST experts vs plain MTT experts, side by side, from the numbers only (empty unless both families ran)."""
+    if not {"ast", "mtt"} <= set(summary):
+        return []
+    a, m = summary["ast"], summary["mtt"]
+    out = ["\n## AST experts vs plain MTT experts (same student, same distillation budget)\n",
+           f"- Experts ({a['experts']} vs {m['experts']}, {a['epochs']} epochs on {a['train_images']} images): test "
+           f"accuracy {a['test_accuracy_mean']:.2f} (AST) vs {m['test_accuracy_mean']:.2f} (MTT); per-epoch change, "
+           f"CV along the trajectory {a['param_change_cv']:.3f} vs {m['param_change_cv']:.3f}, max/min "
+           f"{a['param_change_max_over_min']:.2f} vs {m['param_change_max_over_min']:.2f}, first epoch / mean "
+           f"{a['param_change_first_over_mean']:.2f} vs {m['param_change_first_over_mean']:.2f}; CPU minutes per "
+           f"expert {a['train_cpu_minutes_per_expert']:.1f} vs {m['train_cpu_minutes_per_expert']:.1f}."]
+    for ipc in sorted({d["ipc"] for d in distill.values()}):
+        fa, fm = distill.get(f"ipc{ipc}_ast"), distill.get(f"ipc{ipc}_mtt")
+        if not (fa and fm and "mtt" in fa["rows"] and "mtt" in fm["rows"]):
+            continue
+        ra, rm = fa["rows"]["mtt"], fm["rows"]["mtt"]
+        same = ra["iterations"] == rm["iterations"] and len(ra["values"]) == len(rm["values"])
+        gap = ra["mean"] - rm["mean"]
+        spread = max(ra["std"], rm["std"])
+        verdict = ("higher than" if gap > spread else "lower than" if gap < -spread else "within one std of")
+        rnd = fm["rows"].get("random")
+        out.append(f"- IPC {ipc}: from AST experts {ra['mean']:.2f} ± {ra['std']:.2f}, from MTT experts "
+                   f"{rm['mean']:.2f} ± {rm['std']:.2f} ({gap:+.2f} points: {verdict} the MTT-expert set"
+                   + ("" if same else "; NOT the same budget") + ")"
+                   + (f"; random real images {rnd['mean']:.2f} ± {rnd['std']:.2f}." if rnd else "."))
+    return out
 
 
 def plot(summary: dict, path: Path) -> None:
