@@ -98,6 +98,7 @@ def _classifier(preset: str, args: argparse.Namespace, **overrides):
 
 def run_cell(name: str, protocol: str, args: argparse.Namespace, real, test, whole: dict) -> dict:
     from ddistill.data import EvalData
+    from ddistill.io import machine_info
     from evaluators.classifier import ClassifierEvaluator
     from evaluators.dd_ranking import DDRankingConfig, DDRankingEvaluator
 
@@ -119,6 +120,7 @@ def run_cell(name: str, protocol: str, args: argparse.Namespace, real, test, who
     out = res.to_dict()
     out["seconds"] = time.perf_counter() - start
     out["argv"] = sys.argv[1:]  # the invocation that scored this cell (cells of several invocations share --work)
+    out["machine"] = machine_info()
     out["config"] = json.loads(json.dumps(_plain(cfg), default=str))
     return out
 
@@ -191,7 +193,8 @@ def seed_work(results_json: Path, work: Path) -> None:
     files = {work / "whole.json": saved["whole_set"]}
     for protocol, by_set in saved["results"].items():
         for name, cell in by_set.items():
-            files[work / f"{name}__{protocol}.json"] = cell
+            # Cells scored before cells recorded their machine ran on the machine of the saved report.
+            files[work / f"{name}__{protocol}.json"] = {"machine": saved.get("machine"), **cell}
     for path, payload in files.items():
         if not path.exists():
             path.write_text(json.dumps(payload))
@@ -200,6 +203,26 @@ def seed_work(results_json: Path, work: Path) -> None:
 # -- report -----------------------------------------------------------------------------------------------------
 def _pm(mean: float, std: float | None, digits: int = 2) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def _ipcs(results: dict, protocol: str) -> list[int] | str:
+    """The IPCs of the cells scored under ``protocol`` (not this invocation's options: cells of several invocations
+    share the work directory)."""
+    return sorted({_ipc(name) for name in results.get(protocol, {})}) or "none"
+
+
+def _machines(results: dict, current: dict) -> str:
+    """The CPUs the cells were scored on (a cell without a record: this report's machine)."""
+    seen = sorted({(c.get("machine") or current).get("cpu") or "unknown CPU"
+                   for by_set in results.values() for c in by_set.values()})
+    return " and ".join(seen) if seen else str(current.get("cpu"))
+
+
+def _threads(results: dict, default: int) -> str:
+    """The torch threads the cells were scored with (from each cell's config), e.g. "2" or "1 or 2"."""
+    seen = sorted({((c.get("config") or {}).get("perf") or {}).get("threads") or default
+                   for by_set in results.values() for c in by_set.values()})
+    return " or ".join(str(t) for t in seen) if seen else str(default)
 
 
 def report(args: argparse.Namespace, work: Path) -> None:
@@ -225,14 +248,14 @@ def report(args: argparse.Namespace, work: Path) -> None:
         "# Evaluating the committed CIFAR-10 sets: three protocols, each score beside its controls",
         "",
         f"Command: `{command}`. Data: {args.dataset} (`{args.data}`), its whole training split "
-        f"(controls, validation splits) and its test split. Machine: {payload['machine'].get('cpu')}, "
+        f"(controls, validation splits) and its test split. Machine: {_machines(results, payload['machine'])}, "
         f"{payload['machine'].get('cores')} cores shared with other jobs, torch {payload['machine'].get('torch')}, "
-        f"{args.threads} threads. Seed {args.seed} for every evaluator (networks, data order, random subsets).",
+        f"{_threads(results, args.threads)} threads. Seed {args.seed} for every evaluator (networks, data order, random subsets).",
         "",
         f"Budget (reduced for the CPU; the paper budgets are the presets, e.g. `evaluator.preset=datadam_official`): "
         f"{args.models} networks per score and per control; `common` and `dd_ranking` {args.epochs} epochs (papers: "
         f"1000); `datadam_official` {args.official_epochs} epochs (its code: 1801) and {args.models} networks (official: 10), IPC "
-        f"{args.official_ipc} only (the cells present below); `dd_ranking` IPC {args.dd_ranking_ipc} only (its lr search trains every grid rate "
+        f"{_ipcs(results, 'datadam_official')} only (the cells present below); `dd_ranking` IPC {_ipcs(results, 'dd_ranking')} only (its lr search trains every grid rate "
         f"for the set and for the random subset, with and without augmentation). Whole training split: one network, "
         f"{args.whole_epochs} epochs, no augmentation: {whole['mean']:.2f} % ({whole['seconds'] / 60:.0f} min).",
         "",
