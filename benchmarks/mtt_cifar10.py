@@ -31,6 +31,21 @@ in eval_throughput.md), then IPC 10 and IPC 1 with syn_steps 10::
     python benchmarks/mtt_cifar10.py datadam --work /tmp/mtt4 --ipc 1 --recipe mtt --models 5 --eval-epochs 300
     python benchmarks/mtt_cifar10.py report --work /tmp/mtt4 --out benchmarks/results/mtt_cifar10_10k --note "..."
 
+AST experts vs plain MTT experts at that budget (``mtt_ast_cifar10_10k``; issue #15): one expert per family (an AST
+expert costs about 18x an MTT one here: the gradient penalty differentiates twice, in float32, without compile), the
+same MTT student, iterations and evaluation for both families; the AST family skips the random row, which the MTT
+family's file holds (same seed, IPC and evaluator)::
+
+    python benchmarks/mtt_cifar10.py experts --work runs/mtt10k --recipes ast --experts 1 --epochs 15 \
+        --per-class 1000 --fast-experts
+    python benchmarks/mtt_cifar10.py experts --work runs/mtt10k --recipes mtt --experts 1 --epochs 15 \
+        --per-class 1000 --fast-experts
+    python benchmarks/mtt_cifar10.py distill --work runs/mtt10k --ipc 10 --recipe mtt --iterations 40 --syn-steps 10 \
+        --no-datadam --models 5 --eval-epochs 300      # then --ipc 1 --iterations 500
+    python benchmarks/mtt_cifar10.py distill --work runs/mtt10k --ipc 10 --recipe ast --iterations 40 --syn-steps 10 \
+        --no-datadam --no-random --models 5 --eval-epochs 300      # then --ipc 1 --iterations 500
+    python benchmarks/mtt_cifar10.py report --work runs/mtt10k --out benchmarks/results/mtt_ast_cifar10_10k --note "..."
+
 Experts are trained on a class-balanced subset of the training set (``--per-class`` images per class, drawn
 with a seeded generator) with ZCA fitted on the full training set (MTT's CIFAR recipe); distillation
 initialises from and evaluates against the full training/test sets. Every budget number is an argument and is
