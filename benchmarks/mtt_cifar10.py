@@ -193,11 +193,7 @@ def stage_distill(args: argparse.Namespace) -> None:
         rows["random"] = {**res.to_dict(), "method": "random real images"}
         print(f"random IPC {args.ipc}: {res}", flush=True)
         save()
-    _datadam_row(args, real, sets, evaluate, rows, save, cpu_seconds)
 
-
-def _datadam_row(args, real, sets, evaluate, rows, save, cpu_seconds) -> None:
-    """With ``--datadam``: DataDAM on the same ZCA data for the MTT row's CPU time, evaluated like the other rows."""
     if args.datadam:
         # DataDAM (official preset) for the same CPU time as the MTT distillation: with one thread that is the same
         # wall-clock on an idle machine, and it is robust to other jobs sharing the cores (wall-clock is recorded).

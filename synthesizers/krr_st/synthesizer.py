@@ -497,24 +497,34 @@ class KRRST(GradientSynthesizer):
 
         Shape: X_h (heldout_real, C, H, W), g(X_h) (heldout_real, D) -> one float per ridge.
         """
+        ridges = [self.ridge_value] if ridges is None else [float(r) for r in ridges]
+        return self._heldout_losses([self._initial_set() if initial else self._current_set()], ridges, chunk)[0]
+
+    def _current_set(self) -> tuple[Tensor, Tensor]:
+        return self.params["x"].detach(), self.params["y"].detach()
+
+    def _initial_set(self) -> tuple[Tensor, Tensor]:
+        return self._x_init, self._y_init.to(self.params["y"].dtype)
+
+    @torch.no_grad()
+    def _heldout_losses(self, sets: Sequence[tuple[Tensor, Tensor]], ridges: Sequence[float],
+                        chunk: int = 1024) -> list[list[float]]:
+        """:meth:`heldout_krr_loss` of several (x, y) sets, embedding the held-out images once per pool network.
+        Returns one list (one float per ridge) per set."""
         if self._heldout is None:
             raise ValueError("the held-out KRR loss needs held-out real images: set heldout_real > 0")
-        ridges = [self.ridge_value] if ridges is None else [float(r) for r in ridges]
         cfg = self.config
         x_h, y_h = self._heldout
-        if initial:
-            x, y = self._x_init, self._y_init.to(self.params["y"].dtype)
-        else:
-            x, y = self.params["x"].detach(), self.params["y"].detach()
-        totals = [0.0] * len(ridges)
+        totals = [[0.0] * len(ridges) for _ in sets]
         for model in self.pool.models:
             model.eval()  # running statistics, as the outer loss uses them
-            f_s = model.embed(x)
             f_h = torch.cat([model.embed(x_h[i : i + chunk]) for i in range(0, x_h.shape[0], chunk)])
-            for j, r in enumerate(ridges):
-                y_hat = krr_predict(f_s, f_h, y, ridge=r, bias=cfg.bias_feature, dtype=self.solve_dtype)
-                totals[j] += float(F.mse_loss(y_hat.float(), y_h))
-        return [t / len(self.pool.models) for t in totals]
+            for k, (x, y) in enumerate(sets):
+                f_s = model.embed(x)
+                for j, r in enumerate(ridges):
+                    y_hat = krr_predict(f_s, f_h, y, ridge=r, bias=cfg.bias_feature, dtype=self.solve_dtype)
+                    totals[k][j] += float(F.mse_loss(y_hat.float(), y_h))
+        return [[t / len(self.pool.models) for t in row] for row in totals]
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, float]:
@@ -533,8 +543,9 @@ class KRRST(GradientSynthesizer):
                "image_shift_encoded": float((code - code0).abs().mean()),
                "target_shift": float((self.params["y"].detach().float() - self._y_init).abs().mean())}
         if self._heldout is not None and self._pool_ready and self.ridge_value is not None:
-            out["heldout_krr_loss"] = self.heldout_krr_loss()[0]
-            out["heldout_krr_loss_initial_set"] = self.heldout_krr_loss(initial=True)[0]
+            # One pass over the pool embeds the held-out images once for both sets.
+            now, init = self._heldout_losses([self._current_set(), self._initial_set()], [self.ridge_value])
+            out["heldout_krr_loss"], out["heldout_krr_loss_initial_set"] = now[0], init[0]
         return out
 
     def log_step(self, step: int, logs: dict[str, float]) -> None:
