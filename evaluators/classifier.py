@@ -324,7 +324,7 @@ class ClassifierEvaluator(Evaluator):
         scores: dict[float, float] = {}
         for lr in search.grid:
             res = self._run(trial, val[0], val[1], num_classes, lr=lr, dataset=dataset, model=model,
-                            model_kwargs=model_kwargs, stream=stream + 10, models=search.models)
+                            model_kwargs=model_kwargs, stream=stream + 10, models=search.models, checkpoints=False)
             scores[lr] = res.mean
         best = max(sorted(scores), key=lambda v: (scores[v], -v))
         return best, {"grid": list(search.grid), "val_accuracy": {str(k): v for k, v in scores.items()},
@@ -360,13 +360,17 @@ class ClassifierEvaluator(Evaluator):
 
     def _run(self, trial: _Trial | None, x_test: Tensor, y_test: Tensor, num_classes: int, *, lr: float, dataset: str,
              model: str, model_kwargs: dict[str, Any], stream: int = 0, recipe: TrainRecipe | None = None,
-             models: int | None = None, trial_for_model: Callable[[int], _Trial] | None = None) -> EvalResult:
+             models: int | None = None, trial_for_model: Callable[[int], _Trial] | None = None,
+             checkpoints: bool = True) -> EvalResult:
         """Trains ``models`` fresh networks on ``trial`` (or ``trial_for_model(i)``) and tests them.
 
         ``stream`` 0 is the set itself (the values every earlier result was made with); controls use other streams so
-        they never change the set's own numbers.
+        they never change the set's own numbers. ``checkpoints=False`` skips the every-``test_every``-epochs tests
+        (the lr search reads only final accuracies; a test pass draws no random numbers and changes no weights, so
+        skipping it leaves every trained network as it was).
         """
         cfg = self.config
+        test_every = cfg.test_every if checkpoints else 0
         dev = self.device
         perf = cfg.perf.resolve(dev)
         perf.apply_threads()
@@ -376,7 +380,7 @@ class ClassifierEvaluator(Evaluator):
         models = models or cfg.num_models
         values, seconds, curves = [], [], []
         batched = self._run_batched(trial, trial_for_model, x_test, y_test, num_classes, recipe, augment, models,
-                                    model, model_kwargs, stream) if cfg.batched else None
+                                    model, model_kwargs, stream, test_every) if cfg.batched else None
         extra = (stream,) if stream else ()
         def workload(n: int) -> Workload:
             """What the evaluation trains: all its models (whatever the world size, so every rank decides alike),
@@ -399,7 +403,7 @@ class ClassifierEvaluator(Evaluator):
             curve: list[tuple[int, float]] = []
 
             def checkpoint(epoch: int, loss: float) -> None:
-                if cfg.test_every and (epoch + 1) % cfg.test_every == 0:
+                if test_every and (epoch + 1) % test_every == 0:
                     curve.append((epoch + 1, 100.0 * accuracy(net, x_test, y_test, batch_size=cfg.test_batch_size,
                                                               perf=perf)))
 
@@ -437,15 +441,15 @@ class ClassifierEvaluator(Evaluator):
         if cfg.soft_labels is not None:
             details["soft_labels"] = {"criterion": cfg.soft_labels.criterion, "mode": cfg.soft_labels.mode,
                                       "temperature": cfg.soft_labels.temperature}
-        if cfg.test_every:
+        if test_every:
             details["test_curves"] = [[list(p) for p in c] for c in curves]
-        if cfg.reported_as:
+        if cfg.reported_as and checkpoints:
             details["reported_as"] = _reported_as(cfg.reported_as, values, curves)
         return EvalResult("accuracy", values, details)
 
     def _run_batched(self, trial: _Trial | None, trial_for_model: Callable[[int], _Trial] | None, x_test: Tensor,
                      y_test: Tensor, num_classes: int, recipe: TrainRecipe, augment: nn.Module, models: int,
-                     model: str, model_kwargs: dict[str, Any], stream: int) -> tuple | str:
+                     model: str, model_kwargs: dict[str, Any], stream: int, test_every: int) -> tuple | str:
         """The K networks of :meth:`_run` trained in one vectorised pass (same initialisations, batches and
         augmentations); returns ``(values, seconds, curves, x)``, or the reason the sequential loop must be used."""
         from ddistill.utils.batched_train import batchable, train_classifiers_batched
@@ -466,14 +470,14 @@ class ClassifierEvaluator(Evaluator):
         curves: list[list[tuple[int, float]]] = [[] for _ in range(models)]
 
         def checkpoint(epoch: int, losses: list[float]) -> None:
-            if cfg.test_every and (epoch + 1) % cfg.test_every == 0:
+            if test_every and (epoch + 1) % test_every == 0:
                 for net, curve in zip(nets, curves):
                     curve.append((epoch + 1, 100.0 * accuracy(net, x_test, y_test, batch_size=cfg.test_batch_size)))
 
         start = time.perf_counter()
         train_classifiers_batched(nets, [t.x.to(dev) for t in trials], [t.y.to(dev) for t in trials], recipe,
                                   generators=gens, augment=augment, criterion=criterion_for(trials[0].labels),
-                                  on_epoch_end=checkpoint if cfg.test_every else None,
+                                  on_epoch_end=checkpoint if test_every else None,
                                   progress=f"{models} models (batched)" if cfg.progress else False)
         per_model = (time.perf_counter() - start) / models
         values = [100.0 * accuracy(net, x_test, y_test, batch_size=cfg.test_batch_size) for net in nets]

@@ -81,6 +81,30 @@ def test_lr_search_selects_on_validation_never_on_test(digits):
     assert res2.details["lr_search"] == search and res2.mean < res.mean
 
 
+def test_lr_search_runs_no_test_checkpoints(digits, monkeypatch):
+    # The search decides on final validation accuracies, so its trainings test once each; the every-test_every-epochs
+    # checkpoints belong to the scored networks only (they were most of a DD-Ranking cell's cost).
+    import evaluators.classifier as clf
+
+    real, test = digits
+    synset = _random_set(real, ipc=5)
+    grid, val_size, epochs, every = [0.01, 0.05], 150, 12, 3
+    cfg = ClassifierConfig(model="mlp", num_models=2, controls=[], test_every=every, reported_as=["max_over_epochs"],
+                           train=TrainRecipe(epochs=epochs, augment="none"),
+                           lr_search=LRSearchConfig(grid=grid, val_size=val_size), perf=FAST)
+    calls: list[int] = []
+    real_accuracy = clf.accuracy
+    monkeypatch.setattr(clf, "accuracy", lambda net, x, *a, **k: calls.append(len(x)) or real_accuracy(net, x, *a, **k))
+    res = ClassifierEvaluator(cfg).evaluate(synset, EvalData(train=real, test=test))
+    assert calls.count(val_size) == len(grid)  # one final validation test per candidate
+    assert calls.count(len(test.y)) == cfg.num_models * (epochs // every + 1)  # the scored networks keep theirs
+    assert all(len(c) == epochs // every for c in res.details["test_curves"])
+    # Without the search's checkpoints the selection is the same as with them (a test pass changes nothing).
+    with_checkpoints = dataclasses.replace(cfg, test_every=1)
+    again = ClassifierEvaluator(with_checkpoints).evaluate(synset, EvalData(train=real, test=test))
+    assert again.details["lr_search"] == res.details["lr_search"] and again.values == res.values
+
+
 def test_soft_labels_from_a_teacher_file_and_reported_as(digits, tmp_path):
     real, test = digits
     synset = _random_set(real, ipc=3)
