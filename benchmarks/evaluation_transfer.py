@@ -53,7 +53,18 @@ the command from the work directory's first launch)::
 (the second and third runs' work directories started with copies of the first's teacher, KRR-ST set and calibration
 files, none of which depends on the target; their own stages then found them cached. The 10-per-class run was chosen,
 before any of its scores, as the few-label regime where a teacher's linear probe usually overtakes training from
-scratch; with this teacher it does not.)
+scratch; with this teacher it does not.) The same comparison with a teacher whose ceiling clears scratch (a diagnostic,
+not KRR-ST's label-free setting: ``benchmarks/transfer_teacher_supervised.py``, a supervised teacher of the source
+classes), at 10 and 500 labelled target images per class::
+
+    python benchmarks/evaluation_transfer.py --stage all --threads 1 --jobs 1 \
+        --teacher benchmarks/results/sets/krr_st_teacher_supervised_cifar10_src0-4.pt --target-per-class 10 \
+        --work runs/evaluation_transfer_supteacher_t10 --out benchmarks/results/evaluation_transfer_supervised_teacher_t10
+    python benchmarks/evaluation_transfer.py --stage all --threads 1 --jobs 1 \
+        --teacher benchmarks/results/sets/krr_st_teacher_supervised_cifar10_src0-4.pt \
+        --work runs/evaluation_transfer_supteacher --out benchmarks/results/evaluation_transfer_supervised_teacher
+
+(the 500-per-class work directory started with copies of the 10-per-class one's teacher, set and calibration files.)
 
 The official KRR-ST settings (``--ridge 1e-6 --heldout-real 0 --lr-images-units x_space``) need a work directory of
 their own: a cached stage made with other KRR-ST settings is refused.
@@ -744,6 +755,17 @@ def conclusions(rows: dict, old: dict | None, calib: dict, epochs: int) -> list[
     return out
 
 
+def _teacher_what(path: str) -> str:
+    """What the teacher is: its file's own description (``config["what"]``, e.g. the supervised teacher of
+    ``transfer_teacher_supervised.py``), else that of the committed Barlow Twins teacher, which records none."""
+    from synthesizers.krr_st.teacher import load_teacher
+
+    _, info = load_teacher(path)
+    what = (info.config or {}).get("what")
+    return what or ("Barlow Twins ConvNet width 32 BN, 12 epochs on 20,000 unlabelled CIFAR-10 train images of all 10 "
+                    "classes (it saw images of the target classes, never a label); made by krr_st_transfer.py")
+
+
 def stage_report(args: argparse.Namespace, work: Path, wall: float | None = None) -> None:
     from ddistill.io import machine_info, write_json
     import krr_st_transfer
@@ -788,9 +810,7 @@ def stage_report(args: argparse.Namespace, work: Path, wall: float | None = None
     kc = distill["config"]
     budget = {
         "network": {"model": args.model, "model_kwargs": _model_kwargs(args)},
-        "teacher": {"file": args.teacher, "what": "Barlow Twins ConvNet width 32 BN, 12 epochs on 20,000 unlabelled "
-                    "CIFAR-10 train images of all 10 classes (it saw images of the target classes, never a label); "
-                    "made by krr_st_transfer.py"},
+        "teacher": {"file": args.teacher, "what": _teacher_what(args.teacher)},
         "krr_st": {"num_images": kc["num_images"], "iterations": distill["iterations"], "batch_real": kc["batch_real"],
                    "num_models": kc["num_models"], "online_iteration": kc["online_iteration"], "lr": kc["lr"],
                    # absent from work directories of earlier versions: the official behaviour
