@@ -299,6 +299,10 @@ def report(args: argparse.Namespace, work: Path) -> None:
                          f"{r['mean'] - c['mean']:+.2f} | {r['seconds'] / 60:.0f} |")
         lines.append(f"| whole training split | {whole['mean']:.2f} | | | {whole['seconds'] / 60:.0f} |")
         lines.append("")
+        if any(name.startswith("mtt_") for name in results["common"]):
+            lines += ["`mtt_*` rows: ZCA-whitened trajectory-matching sets (`mtt_ast_cifar10_10k.md`), trained at the "
+                      "protocol's fixed rate, not their learned one; their random subsets are real images whitened "
+                      "with the set's own ZCA (so the set and its control see the same input space).", ""]
     if "dd_ranking" in results:
         lines += ["## DD-Ranking protocol (hard labels, lr searched on a validation split)", "",
                   "Scores with accuracies as fractions (DD-Ranking's definition, in [0, 1]); `acc_real_hard` = the "
@@ -315,6 +319,9 @@ def report(args: argparse.Namespace, work: Path) -> None:
             hard = r["trainings"]["hard"]
             lr_set = hard.get("lr_search", {}).get("selected_lr")
             lr_rdm = hard["controls"]["random_subset"].get("lr_search", {}).get("selected_lr")
+            # A trajectory-matching set is trained at its learned rate (not searched), as DD-Ranking uses syn_lr.
+            learned = "not searched" in hard.get("lr_search", {}).get("selected_on", "")
+            lr_set = f"{lr_set:.4g}" + (" (learned)" if learned else "") if lr_set is not None else None
 
             def mean(v):
                 return sum(v) / len(v)
