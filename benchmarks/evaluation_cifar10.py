@@ -1,4 +1,4 @@
-"""Re-scores the committed CIFAR-10 sets under three evaluation protocols, every score beside its controls (issue #14).
+"""Re-scores the committed CIFAR-10 sets under four evaluation protocols, every score beside its controls (issue #14).
 
 Sets: the committed DataDAM sets (``benchmarks/results/sets/datadam_{paper,official}_cifar10_ipc{1,10}.pt``) and
 random real subsets of the same sizes (``random_ipc{1,10}``, drawn here with the ``random`` synthesizer, seed 0).
@@ -16,6 +16,10 @@ the papers for ``common`` and ``dd_ranking``, DataDAM's batch-norm ConvNet for `
   on a 5,000-image validation split of the training data), its label-robust (LRS) and augmentation-robust (ARS)
   scores per run, from final accuracies (headline) and from the max over every-10-epoch test checkpoints (what
   ``ddranking`` computes, labelled; ``--dd-ranking-test-every`` spaces those checkpoints, 10 as ``ddranking``);
+- ``dd_ranking_soft``: DD-Ranking's soft-label protocol: the same trainings, the set and its random subset learning
+  from a teacher's soft labels (DD-Ranking's DATM criterion: soft cross-entropy at T = 1, one label per unaugmented
+  image); LRS-soft and ARS-soft. The teacher is a ``ddistill.classifier`` file (``--teacher``, made by
+  ``benchmarks/teacher_cifar10.py``) whose encoding must be the set's;
 - ``datadam_official``: DataDAM's evaluation (batch-norm ConvNet, batch 64, 1800 (+1) epochs, x0.1 at epoch 901),
   with its "best model" habit as a labelled reported-as number.
 
@@ -31,6 +35,7 @@ cached in ``--work`` so an interrupted run resumes. The committed results are th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -53,7 +58,11 @@ SETS = {
     "random_ipc1": None,
     "random_ipc10": None,
 }
-PROTOCOLS = ("common", "dd_ranking", "datadam_official")
+PROTOCOLS = ("common", "dd_ranking", "dd_ranking_soft", "datadam_official")
+#: The protocols scored by the ``dd_ranking`` evaluator (LRS / ARS), and the label type of each.
+DD_RANKING = {"dd_ranking": "hard", "dd_ranking_soft": "soft"}
+#: The teacher of ``dd_ranking_soft`` (``benchmarks/teacher_cifar10.py`` makes it).
+TEACHER = "benchmarks/results/sets/dd_ranking_teacher_cifar10.pt"
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,7 +71,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     # naming them.
     p.add_argument("--sets", nargs="*", default=[n for n in SETS if "3000it" not in n and not n.startswith("mtt_")],
                    choices=list(SETS))
-    p.add_argument("--protocols", nargs="*", default=list(PROTOCOLS), choices=list(PROTOCOLS))
+    # dd_ranking_soft needs a teacher file: scored only when named.
+    p.add_argument("--protocols", nargs="*", default=[p for p in PROTOCOLS if p != "dd_ranking_soft"],
+                   choices=list(PROTOCOLS))
+    p.add_argument("--teacher", default=TEACHER, help="the soft-label teacher of dd_ranking_soft (a ddistill.classifier "
+                   "file with the set's encoding; benchmarks/teacher_cifar10.py makes the default)")
     p.add_argument("--data", default="../shared/data/cifar10-jpg.tar.gz")
     p.add_argument("--dataset", default="cifar10_jpeg", help="dataset name (digits: a quick check of the script with "
                    "random sets only)")
@@ -70,7 +83,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", type=int, default=3, help="networks per score (and per control)")
     p.add_argument("--epochs", type=int, default=300, help="epochs of the common and dd_ranking protocols")
     p.add_argument("--whole-epochs", type=int, default=10, help="epochs of the whole-training-set network")
-    p.add_argument("--dd-ranking-ipc", type=int, nargs="*", default=[1], help="IPCs scored with dd_ranking")
+    p.add_argument("--dd-ranking-ipc", type=int, nargs="*", default=[1], help="IPCs scored with dd_ranking and dd_ranking_soft")
     p.add_argument("--dd-ranking-test-every", type=int, default=10,
                    help="epochs between the test checkpoints of dd_ranking's max-over-epochs reading (ddranking: 10)")
     p.add_argument("--official-ipc", type=int, nargs="*", default=[1], help="IPCs scored with datadam_official")
@@ -131,10 +144,14 @@ def run_cell(name: str, protocol: str, args: argparse.Namespace, real, test, who
     if protocol == "common":
         cfg = _classifier("common", args, model="convnet", model_kwargs={}, train={"epochs": e})
         res = ClassifierEvaluator(cfg, seed=args.seed).evaluate(synset, data)
-    elif protocol == "dd_ranking":
+    elif protocol in DD_RANKING:
         clf = _classifier("dd_ranking", args, model="convnet", model_kwargs={}, test_every=args.dd_ranking_test_every,
                           train={"epochs": e, "lr_decay_at": e // 2})
-        cfg = DDRankingConfig(classifier=clf, real_hard_accuracy=whole["mean"])
+        soft = {}
+        if DD_RANKING[protocol] == "soft":
+            soft = {"label_type": "soft", "soft_labels": dataclasses.replace(DDRankingConfig().soft_labels,
+                                                                             teacher=check_teacher(args.teacher, synset))}
+        cfg = DDRankingConfig(classifier=clf, real_hard_accuracy=whole["mean"], **soft)
         res = DDRankingEvaluator(cfg, seed=args.seed).evaluate(synset, data)
     else:
         cfg = _classifier("datadam_official", args, train={"epochs": args.official_epochs})
@@ -144,7 +161,33 @@ def run_cell(name: str, protocol: str, args: argparse.Namespace, real, test, who
     out["argv"] = sys.argv[1:]  # the invocation that scored this cell (cells of several invocations share --work)
     out["machine"] = machine_info()
     out["config"] = json.loads(json.dumps(_plain(cfg), default=str))
+    if protocol in DD_RANKING and DD_RANKING[protocol] == "soft":
+        out["teacher"] = teacher_record(cfg.soft_labels)
     return out
+
+
+def check_teacher(path: str, synset) -> str:
+    """``path`` when it is a classifier file with the set's encoding; otherwise one line saying what is wrong."""
+    from ddistill.classifier_file import ClassifierFileError, load_classifier
+    from ddistill.data import Encoding
+
+    if not Path(path).exists():
+        raise SystemExit(f"--teacher {path} does not exist; `python benchmarks/teacher_cifar10.py` makes it")
+    try:
+        load_classifier(path, encoding=Encoding.from_meta(synset.meta["encoding"], synset.tensors))
+    except ClassifierFileError as e:
+        raise SystemExit(f"--teacher: {e}") from None
+    return path
+
+
+def teacher_record(soft) -> dict:
+    """What the report says of a soft-label cell's teacher: its file, recipe, test accuracy and the label protocol."""
+    from ddistill.classifier_file import load_classifier
+
+    _, header = load_classifier(soft.teacher)
+    return {"path": soft.teacher, "what": (header.get("recipe") or {}).get("what", header.get("model")),
+            "test_accuracy": header.get("test_accuracy"),
+            "soft_labels": f"{soft.criterion} at T = {soft.temperature:g}, mode {soft.mode}"}
 
 
 def _plain(obj):
@@ -168,7 +211,7 @@ def cells(args: argparse.Namespace) -> list[tuple[str, str]]:
     out = []
     for protocol in args.protocols:
         for name in args.sets:
-            if protocol == "dd_ranking" and _ipc(name) not in args.dd_ranking_ipc:
+            if protocol in DD_RANKING and _ipc(name) not in args.dd_ranking_ipc:
                 continue
             if protocol == "datadam_official" and _ipc(name) not in args.official_ipc:
                 continue
@@ -247,10 +290,10 @@ def _threads(results: dict, default: int) -> str:
     return " or ".join(str(t) for t in seen) if seen else str(default)
 
 
-def _dd_ranking_every(results: dict) -> str:
-    """The test-checkpoint spacing of the dd_ranking cells (from each cell's config), e.g. "10" or "10 or 50"."""
+def _dd_ranking_every(results: dict, protocol: str = "dd_ranking") -> str:
+    """The test-checkpoint spacing of ``protocol``'s cells (from each cell's config), e.g. "10" or "10 or 50"."""
     seen = sorted({((c.get("config") or {}).get("classifier") or {}).get("test_every", 10)
-                   for c in results.get("dd_ranking", {}).values()})
+                   for c in results.get(protocol, {}).values()})
     return " or ".join(str(t) for t in seen)
 
 
@@ -274,7 +317,7 @@ def report(args: argparse.Namespace, work: Path) -> None:
     write_json(out.with_suffix(".json"), payload)
 
     lines = [
-        "# Evaluating the committed CIFAR-10 sets: three protocols, each score beside its controls",
+        "# Evaluating the committed CIFAR-10 sets: the papers' and the field's protocols, each score beside its controls",
         "",
         f"Command: `{command}`. Data: {args.dataset} (`{args.data}`), its whole training split "
         f"(controls, validation splits) and its test split. Machine: {_machines(results, payload['machine'])}, "
@@ -282,9 +325,9 @@ def report(args: argparse.Namespace, work: Path) -> None:
         f"{_threads(results, args.threads)} threads. Seed {args.seed} for every evaluator (networks, data order, random subsets).",
         "",
         f"Budget (reduced for the CPU; the paper budgets are the presets, e.g. `evaluator.preset=datadam_official`): "
-        f"{args.models} networks per score and per control; `common` and `dd_ranking` {args.epochs} epochs (papers: "
+        f"{args.models} networks per score and per control; `common`, `dd_ranking` and `dd_ranking_soft` {args.epochs} epochs (papers: "
         f"1000); `datadam_official` {args.official_epochs} epochs (its code: 1801) and {args.models} networks (official: 10), IPC "
-        f"{_ipcs(results, 'datadam_official')} only (the cells present below); `dd_ranking` IPC {_ipcs(results, 'dd_ranking')} only (its lr search trains every grid rate "
+        f"{_ipcs(results, 'datadam_official')} only (the cells present below); `dd_ranking` IPC {_ipcs(results, 'dd_ranking')} and `dd_ranking_soft` IPC {_ipcs(results, 'dd_ranking_soft')} only (its lr search trains every grid rate "
         f"for the set and for the random subset, with and without augmentation). Whole training split: one network, "
         f"{args.whole_epochs} epochs, no augmentation: {whole['mean']:.2f} % ({whole['seconds'] / 60:.0f} min).",
         "",
@@ -303,41 +346,9 @@ def report(args: argparse.Namespace, work: Path) -> None:
             lines += ["`mtt_*` rows: ZCA-whitened trajectory-matching sets (`mtt_ast_cifar10_10k.md`), trained at the "
                       "protocol's fixed rate, not their learned one; their random subsets are real images whitened "
                       "with the set's own ZCA (so the set and its control see the same input space).", ""]
-    if "dd_ranking" in results:
-        lines += ["## DD-Ranking protocol (hard labels, lr searched on a validation split)", "",
-                  "Scores with accuracies as fractions (DD-Ranking's definition, in [0, 1]); `acc_real_hard` = the "
-                  "whole-training-split row. *final*: each network's last-epoch accuracy (the honest reading); "
-                  f"*max*: its best test checkpoint (every {_dd_ranking_every(results)} epochs; `ddranking`: 10), "
-                  "what `ddranking` computes -- labelled, never the headline. HLR = real minus set (lower is better), "
-                  "IOR = set minus random subset.", "",
-                  "| set | set acc % (final / max) | random subset % (final / max) | selected lr (set / subset) | "
-                  "HLR | IOR | LRS final | LRS max | ARS final | ARS max | minutes |",
-                  "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for name, r in results["dd_ranking"].items():
-            fin, mx = r["readings"]["final"], r["readings"].get("max_over_epochs")
-            acc, acc_m = fin["accuracies"], (mx or {}).get("accuracies")
-            hard = r["trainings"]["hard"]
-            lr_set = hard.get("lr_search", {}).get("selected_lr")
-            lr_rdm = hard["controls"]["random_subset"].get("lr_search", {}).get("selected_lr")
-            # A trajectory-matching set is trained at its learned rate (not searched), as DD-Ranking uses syn_lr.
-            learned = "not searched" in hard.get("lr_search", {}).get("selected_on", "")
-            lr_set = f"{lr_set:.4g}" + (" (learned)" if learned else "") if lr_set is not None else None
-
-            def mean(v):
-                return sum(v) / len(v)
-
-            set_acc = f"{mean(acc['hard']['set']):.2f} / " + (f"{mean(acc_m['hard']['set']):.2f}" if acc_m else "-")
-            rdm_acc = f"{mean(acc['hard']['random_subset']):.2f} / " + (
-                f"{mean(acc_m['hard']['random_subset']):.2f}" if acc_m else "-")
-            lrs, ars = fin["lrs"], fin.get("ars")
-            lines.append(
-                f"| {name} | {set_acc} | {rdm_acc} | {lr_set} / {lr_rdm} | {lrs['hard_label_recovery_mean']:.2f} | "
-                f"{lrs['improvement_over_random_mean']:+.2f} | {_pm(lrs['label_robust_score_mean'], lrs['label_robust_score_std'], 4)} | "
-                f"{mx['lrs']['label_robust_score_mean']:.4f} | "
-                f"{_pm(ars['augmentation_robust_score_mean'], ars['augmentation_robust_score_std'], 4) if ars else '-'} | "
-                f"{mx['ars']['augmentation_robust_score_mean']:.4f} | {r['seconds'] / 60:.0f} |"
-                if mx else f"| {name} | {set_acc} | {rdm_acc} | {lr_set} / {lr_rdm} | | | | | | | |")
-        lines.append("")
+    for protocol in DD_RANKING:
+        if protocol in results:
+            lines += dd_ranking_lines(protocol, results)
     if "datadam_official" in results:
         lines += ["## DataDAM's official evaluation recipe", "",
                   "| set | accuracy % (final, honest) | reported as best model (DataDAM's 'top') | random real subset % | "
@@ -363,6 +374,55 @@ def report(args: argparse.Namespace, work: Path) -> None:
     print(f"wrote {out.with_suffix('.md')}, {out.with_suffix('.json')}, {out.with_suffix('.png')}")
 
 
+def dd_ranking_lines(protocol: str, results: dict) -> list[str]:
+    """The table of a ``dd_ranking`` / ``dd_ranking_soft`` protocol: the set and its random subset under the
+    protocol's labels, the selected rates, and DD-Ranking's scores (final and max-over-epochs readings)."""
+    soft = DD_RANKING[protocol] == "soft"
+    lines = [f"## DD-Ranking protocol ({'soft labels from a teacher' if soft else 'hard labels'}, lr searched on a "
+             "validation split)", "",
+             "Scores with accuracies as fractions (DD-Ranking's definition, in [0, 1]); `acc_real_hard` = the "
+             "whole-training-split row. *final*: each network's last-epoch accuracy (the honest reading); "
+             f"*max*: its best test checkpoint (every {_dd_ranking_every(results, protocol)} epochs; `ddranking`: 10), "
+             "what `ddranking` computes -- labelled, never the headline. HLR = real minus set (hard labels; lower is "
+             "better), IOR = set minus random subset" + (" (both with the teacher's soft labels)." if soft else "."), ""]
+    if soft:
+        teachers = sorted({json.dumps(r.get("teacher", {}), sort_keys=True) for r in results[protocol].values()})
+        for t in map(json.loads, teachers):
+            lines += [f"Teacher: `{t.get('path')}`, {t.get('what')}; test accuracy {t.get('test_accuracy', 0):.2f} "
+                         "% (the whole-split row is the hard-label network of this table). Soft labels: "
+                         f"{t.get('soft_labels')}.", ""]
+    lines += ["| set | set acc % (final / max) | random subset % (final / max) | selected lr (set / subset) | "
+              "HLR | IOR | LRS final | LRS max | ARS final | ARS max | minutes |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in results[protocol].items():
+        fin, mx = r["readings"]["final"], r["readings"].get("max_over_epochs")
+        acc, acc_m = fin["accuracies"], (mx or {}).get("accuracies")
+        # "any" = the protocol's label type (the same training as "hard" under hard labels).
+        run = r["trainings"]["any"]
+        lr_set = run.get("lr_search", {}).get("selected_lr")
+        lr_rdm = run["controls"]["random_subset"].get("lr_search", {}).get("selected_lr")
+        # A trajectory-matching set is trained at its learned rate (not searched), as DD-Ranking uses syn_lr.
+        learned = "not searched" in run.get("lr_search", {}).get("selected_on", "")
+        lr_set = f"{lr_set:.4g}" + (" (learned)" if learned else "") if lr_set is not None else None
+
+        def mean(v):
+            return sum(v) / len(v)
+
+        set_acc = f"{mean(acc['any']['set']):.2f} / " + (f"{mean(acc_m['any']['set']):.2f}" if acc_m else "-")
+        rdm_acc = f"{mean(acc['any']['random_subset']):.2f} / " + (
+            f"{mean(acc_m['any']['random_subset']):.2f}" if acc_m else "-")
+        lrs, ars = fin["lrs"], fin.get("ars")
+        lines.append(
+            f"| {name} | {set_acc} | {rdm_acc} | {lr_set} / {lr_rdm} | {lrs['hard_label_recovery_mean']:.2f} | "
+            f"{lrs['improvement_over_random_mean']:+.2f} | {_pm(lrs['label_robust_score_mean'], lrs['label_robust_score_std'], 4)} | "
+            f"{mx['lrs']['label_robust_score_mean']:.4f} | "
+            f"{_pm(ars['augmentation_robust_score_mean'], ars['augmentation_robust_score_std'], 4) if ars else '-'} | "
+            f"{mx['ars']['augmentation_robust_score_mean']:.4f} | {r['seconds'] / 60:.0f} |"
+            if mx else f"| {name} | {set_acc} | {rdm_acc} | {lr_set} / {lr_rdm} | | | | | | | |")
+    lines.append("")
+    return lines
+
+
 def what_this_shows(results: dict, whole: dict) -> list[str]:
     """Sentences computed from the numbers (no claim the table does not carry)."""
     out = []
@@ -370,7 +430,7 @@ def what_this_shows(results: dict, whole: dict) -> list[str]:
         for name, r in rows.items():
             if name.startswith("random"):
                 continue
-            if protocol == "dd_ranking":
+            if protocol in DD_RANKING:
                 lrs = r["readings"]["final"]["lrs"]
                 ior, std = lrs["improvement_over_random_mean"], lrs["improvement_over_random_std"]
                 verdict = "beats" if ior > std else "does not beat"

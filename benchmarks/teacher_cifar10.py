@@ -1,0 +1,85 @@
+"""The soft-label teacher of DD-Ranking's soft-label protocol on CIFAR-10 (issue #14): a ConvNet trained on the whole
+real training split, saved as a ``ddistill.classifier`` file that ``evaluation_cifar10.py --teacher`` (protocol
+``dd_ranking_soft``) and any ``soft_labels.teacher`` read.
+
+Why a file: DD-Ranking evaluates soft labels from a fixed, pre-trained teacher of the student's architecture (its
+ConvNet-3 teachers are loaded from ``teacher_dir``). Training one inside every evaluation would retrain it per cell,
+and on this CPU each epoch over 50,000 images takes minutes.
+
+Network: the evaluation network of ``evaluation_cifar10.py``'s ``common`` and ``dd_ranking`` protocols (instance-norm
+ConvNet-3, width 128), so teacher and student share the architecture as DD-Ranking's configs do. Recipe: by default
+the recipe of that script's whole-training-split row (DC's SGD 0.01, momentum 0.9, wd 5e-4, batch 256, x0.1 at half,
+no augmentation, ``--epochs`` 10): a reduced teacher, stated with its test accuracy in the file, the result and every
+report that uses it. DD-Ranking's own teachers are trained far longer. The committed teacher and result::
+
+    python benchmarks/teacher_cifar10.py --threads 1
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="../shared/data/cifar10-jpg.tar.gz")
+    p.add_argument("--dataset", default="cifar10_jpeg", help="dataset name (digits: a quick check of the script)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--augment", default="none", choices=["none", "dsa"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--teacher-out", default="benchmarks/results/sets/dd_ranking_teacher_cifar10.pt")
+    p.add_argument("--out", default="benchmarks/results/teacher_cifar10")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --teacher-out")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    teacher_path = Path(args.teacher_out)
+    if teacher_path.exists() and not args.overwrite:
+        raise SystemExit(f"{teacher_path} exists; pass --overwrite to replace it")
+    import torch
+
+    from ddistill.augment import build_augment
+    from ddistill.classifier_file import save_classifier, train_real_classifier
+    from ddistill.data import DataSpec, load_data
+    from ddistill.io import machine_info, write_json
+    from ddistill.utils.perf import PerfConfig
+    from ddistill.utils.train import TrainRecipe, accuracy
+
+    torch.set_num_threads(args.threads)
+    real, test = load_data(DataSpec(args.dataset, args.data if args.dataset != "digits" else None))
+    recipe = TrainRecipe(epochs=args.epochs, augment=args.augment)
+    start = time.perf_counter()
+    net = train_real_classifier(real, "convnet", {}, recipe, seed=args.seed, perf=PerfConfig(threads=args.threads),
+                                augment=build_augment(args.augment, args.dataset))
+    seconds = time.perf_counter() - start
+    test_acc = 100.0 * accuracy(net, real.encoding.encode(test.x), test.y)
+    recipe_meta = {"what": f"instance-norm ConvNet-3 width 128 on the whole {args.dataset} training split, DC recipe "
+                   f"(SGD 0.01, momentum 0.9, wd 5e-4, batch 256, x0.1 at half), {args.epochs} epochs, augment "
+                   f"{args.augment}; made by teacher_cifar10.py", "epochs": args.epochs, "augment": args.augment}
+    save_classifier(teacher_path, net, model="convnet", model_kwargs={}, real=real, recipe=recipe_meta,
+                    seed=args.seed, test_accuracy=test_acc)
+    payload = {"benchmark": "teacher_cifar10", "command": "python benchmarks/teacher_cifar10.py "
+               + " ".join(sys.argv[1:]), "machine": machine_info(), "data": args.data, "teacher": str(teacher_path),
+               "threads": args.threads, "seconds": seconds, "train_images": int(len(real)),
+               "test_images": int(len(test.y)), "test_accuracy": test_acc, "seed": args.seed, **recipe_meta}
+    out = Path(args.out)
+    write_json(out.with_suffix(".json"), payload)
+    out.with_suffix(".md").write_text("\n".join([
+        "# The soft-label teacher of the DD-Ranking soft-label protocol (issue #14)", "",
+        f"Command: `{payload['command']}` ({seconds / 60:.1f} min of training on {machine_info().get('cpu')}, "
+        f"{args.threads} torch thread(s), possibly shared with other jobs). Data: `{args.data}` "
+        f"({len(real):,} train / {len(test.y):,} test images). Seed {args.seed}.", "",
+        f"Teacher: {recipe_meta['what']}. File: `{teacher_path}`.", "",
+        f"- test accuracy: {test_acc:.2f} % (the ceiling a soft-label student can inherit from it)", "",
+        "A reduced teacher: DD-Ranking's are trained to convergence. Its soft labels are scored by "
+        "`evaluation_cifar10.py --protocols dd_ranking_soft --teacher " + str(teacher_path) + "`.", ""]))
+    print(f"test accuracy {test_acc:.2f} % ({seconds / 60:.1f} min); wrote {teacher_path}, {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
