@@ -21,7 +21,10 @@ the papers for ``common`` and ``dd_ranking``, DataDAM's batch-norm ConvNet for `
   image); LRS-soft and ARS-soft. The teacher is a ``ddistill.classifier`` file (``--teacher``, made by
   ``benchmarks/teacher_cifar10.py``) whose encoding must be the set's;
 - ``datadam_official``: DataDAM's evaluation (batch-norm ConvNet, batch 64, 1800 (+1) epochs, x0.1 at epoch 901),
-  with its "best model" habit as a labelled reported-as number.
+  with its "best model" habit as a labelled reported-as number;
+- ``mtt_official``: MTT's evaluation (instance-norm ConvNet-3 at the set's learned rate, batch 256, DSA, 1000 (+1)
+  epochs, x0.1 at epoch 501), on the trajectory-matching sets only (the others store no learned rate); its random
+  subset is trained at the same learned rate.
 
 The whole real training split, trained once (the bound, and DD-Ranking's ``acc_real_hard``), is the last row.
 
@@ -58,7 +61,7 @@ SETS = {
     "random_ipc1": None,
     "random_ipc10": None,
 }
-PROTOCOLS = ("common", "dd_ranking", "dd_ranking_soft", "datadam_official")
+PROTOCOLS = ("common", "dd_ranking", "dd_ranking_soft", "datadam_official", "mtt_official")
 #: The protocols scored by the ``dd_ranking`` evaluator (LRS / ARS), and the label type of each.
 DD_RANKING = {"dd_ranking": "hard", "dd_ranking_soft": "soft"}
 #: The teacher of ``dd_ranking_soft`` (``benchmarks/teacher_cifar10.py`` makes it).
@@ -87,6 +90,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dd-ranking-test-every", type=int, default=10,
                    help="epochs between the test checkpoints of dd_ranking's max-over-epochs reading (ddranking: 10)")
     p.add_argument("--official-ipc", type=int, nargs="*", default=[1], help="IPCs scored with datadam_official")
+    p.add_argument("--mtt-epochs", type=int, default=1001, help="epochs of mtt_official (its code: 1001)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", default="runs/evaluation_cifar10")
@@ -126,7 +130,7 @@ def _classifier(preset: str, args: argparse.Namespace, **overrides):
 
 
 def run_cell(name: str, protocol: str, args: argparse.Namespace, real, test, whole: dict) -> dict:
-    from ddistill.data import EvalData, EvalNeeds
+    from ddistill.data import EvalData
     from ddistill.io import machine_info
     from evaluators.classifier import ClassifierEvaluator
     from evaluators.dd_ranking import DDRankingConfig, DDRankingEvaluator
@@ -134,11 +138,7 @@ def run_cell(name: str, protocol: str, args: argparse.Namespace, real, test, who
     synset = load_set(name, real)
     data = EvalData(train=real, test=test)
     if synset.meta["encoding"] != real.encoding.to_meta():
-        # A ZCA set (trajectory matching): its controls draw real images encoded as the set is.
-        from ddistill.data import DataSpec, Encoding, load_eval_data
-
-        data = load_eval_data(DataSpec(name=args.dataset, root=args.data), EvalNeeds(test=True, train=True),
-                              encoding=Encoding.from_meta(synset.meta["encoding"], synset.tensors), loaded=(real, test))
+        data = encoded_data(synset, args, real, test)
     e = args.epochs
     start = time.perf_counter()
     if protocol == "common":
@@ -153,6 +153,9 @@ def run_cell(name: str, protocol: str, args: argparse.Namespace, real, test, who
                                                                              teacher=check_teacher(args.teacher, synset))}
         cfg = DDRankingConfig(classifier=clf, real_hard_accuracy=whole["mean"], **soft)
         res = DDRankingEvaluator(cfg, seed=args.seed).evaluate(synset, data)
+    elif protocol == "mtt_official":
+        cfg = _classifier("mtt_official", args, train={"epochs": args.mtt_epochs})
+        res = ClassifierEvaluator(cfg, seed=args.seed).evaluate(synset, data)
     else:
         cfg = _classifier("datadam_official", args, train={"epochs": args.official_epochs})
         res = ClassifierEvaluator(cfg, seed=args.seed).evaluate(synset, data)
@@ -164,6 +167,28 @@ def run_cell(name: str, protocol: str, args: argparse.Namespace, real, test, who
     if protocol in DD_RANKING and DD_RANKING[protocol] == "soft":
         out["teacher"] = teacher_record(cfg.soft_labels)
     return out
+
+
+_ENCODED: dict[str, object] = {}  # the last re-encoded split, keyed by its encoding (sets of one ZCA share it)
+
+
+def encoded_data(synset, args: argparse.Namespace, real, test):
+    """The real splits encoded as a ZCA set is (trajectory matching), so its controls draw real images in the set's
+    input space. Re-encoding 50,000 images takes about a minute: the last encoding is kept for the next cell."""
+    import hashlib
+
+    from ddistill.data import DataSpec, Encoding, EvalNeeds, load_eval_data
+
+    enc = Encoding.from_meta(synset.meta["encoding"], synset.tensors)
+    digest = hashlib.sha256(json.dumps(enc.to_meta(), sort_keys=True, default=str).encode())
+    for k, t in sorted(enc.tensors().items()):
+        digest.update(k.encode() + t.detach().cpu().contiguous().numpy().tobytes())
+    key = digest.hexdigest()
+    if key not in _ENCODED:
+        _ENCODED.clear()
+        _ENCODED[key] = load_eval_data(DataSpec(name=args.dataset, root=args.data), EvalNeeds(test=True, train=True),
+                                       encoding=enc, loaded=(real, test))
+    return _ENCODED[key]
 
 
 def check_teacher(path: str, synset) -> str:
@@ -215,6 +240,8 @@ def cells(args: argparse.Namespace) -> list[tuple[str, str]]:
                 continue
             if protocol == "datadam_official" and _ipc(name) not in args.official_ipc:
                 continue
+            if protocol == "mtt_official" and not name.startswith("mtt_"):
+                continue  # only a trajectory-matching set stores the learned rate this recipe trains with
             out.append((name, protocol))
     return out
 
@@ -359,6 +386,15 @@ def report(args: argparse.Namespace, work: Path) -> None:
             lines.append(f"| {name} | {_pm(r['mean'], r['std'])} | {best:.2f} | {_pm(c['mean'], c['std'])} | "
                          f"{r['mean'] - c['mean']:+.2f} | {r['seconds'] / 60:.0f} |")
         lines.append("")
+    if "mtt_official" in results:
+        lines += ["## MTT's official evaluation recipe (the set's learned rate; its code: 1000 (+1) epochs)", "",
+                  "| set | learned lr | epochs | accuracy % (final) | random real subset at the same rate % | gain | "
+                  "minutes |", "|---|---:|---:|---|---|---:|---:|"]
+        for name, r in results["mtt_official"].items():
+            c = r["controls"]["random_subset"]
+            lines.append(f"| {name} | {r['lr']:.4g} | {r['epochs']} | {_pm(r['mean'], r['std'])} | {_pm(c['mean'], c['std'])} | "
+                         f"{r['mean'] - c['mean']:+.2f} | {r['seconds'] / 60:.0f} |")
+        lines.append("")
     missing = [p for p in PROTOCOLS if p not in results]
     if missing:
         lines += ["## Not scored", "", *(f"- `{p}`: no cell in `{work}`: this protocol was not scored by the "
@@ -457,7 +493,7 @@ def plot(results: dict, whole: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [p for p in ("common", "datadam_official") if p in results]
+    panels = [p for p in ("common", "datadam_official", "mtt_official") if p in results]
     if not panels:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
