@@ -150,7 +150,8 @@ def run_cell(name: str, protocol: str, args: argparse.Namespace, real, test, who
         soft = {}
         if DD_RANKING[protocol] == "soft":
             soft = {"label_type": "soft", "soft_labels": dataclasses.replace(DDRankingConfig().soft_labels,
-                                                                             teacher=check_teacher(args.teacher, synset))}
+                                                                             teacher=check_teacher(args.teacher, synset)),
+                    "syn_hard_accuracy": hard_cell_accuracies(name, args, clf)}
         cfg = DDRankingConfig(classifier=clf, real_hard_accuracy=whole["mean"], **soft)
         res = DDRankingEvaluator(cfg, seed=args.seed).evaluate(synset, data)
     elif protocol == "mtt_official":
@@ -189,6 +190,25 @@ def encoded_data(synset, args: argparse.Namespace, real, test):
         _ENCODED[key] = load_eval_data(DataSpec(name=args.dataset, root=args.data), EvalNeeds(test=True, train=True),
                                        encoding=enc, loaded=(real, test))
     return _ENCODED[key]
+
+
+def hard_cell_accuracies(name: str, args: argparse.Namespace, clf) -> dict | None:
+    """The set's hard-label accuracies from its ``dd_ranking`` cell in ``--work`` when that cell ran the same
+    classifier protocol (threads aside) with the same seed: LRS-soft needs only these of the hard-label trainings, and
+    retraining would give the same networks. None (retrain) otherwise."""
+    path = Path(args.work) / f"{name}__dd_ranking.json"
+    if not path.exists():
+        return None
+    cell = json.loads(path.read_text())
+
+    def protocol(cfg: dict) -> dict:
+        return {k: v for k, v in cfg.items() if k not in ("perf", "progress")}
+
+    ours = json.loads(json.dumps(_plain(clf), default=str))
+    theirs = (cell.get("config") or {}).get("classifier") or {}
+    if protocol(ours) != protocol(theirs) or cell["trainings"]["hard"].get("seed") != args.seed:
+        return None
+    return {r: v["accuracies"]["hard"]["set"] for r, v in cell["readings"].items()}
 
 
 def check_teacher(path: str, synset) -> str:

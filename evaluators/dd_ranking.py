@@ -50,6 +50,11 @@ class DDRankingConfig:
         units: ``fraction`` (the definition) or ``percent`` (``ddranking``'s code).
         real_hard_accuracy: the whole-real-data accuracy (%) when already measured (DD-Ranking keeps such a cache
             for ImageNet); None = train ``classifier.whole_set`` here.
+        syn_hard_accuracy: with ``label_type: soft``, the set's hard-label accuracies (%, one per run) when already
+            measured by a hard-label run of this evaluator with the same classifier protocol and seed (its
+            ``readings[r]["accuracies"]["hard"]["set"]``), keyed by reading: ``final``, and ``max_over_epochs`` when
+            ``classifier.test_every`` is set. LRS-soft reads only these of the hard-label trainings, so giving them
+            skips retraining identical networks (a third of a soft-label evaluation). None = train them here.
     """
 
     classifier: ClassifierConfig = field(default_factory=_dd_ranking_classifier)
@@ -61,6 +66,7 @@ class DDRankingConfig:
     ars_lambda: float = 0.5
     units: str = "fraction"
     real_hard_accuracy: float | None = None
+    syn_hard_accuracy: dict[str, list[float]] | None = None
 
     def __post_init__(self) -> None:
         if self.label_type not in LABEL_TYPES:
@@ -70,6 +76,15 @@ class DDRankingConfig:
             raise ValueError(f"scores must be a non-empty subset of {list(SCORES)}, got {self.scores}")
         if self.units not in UNITS:
             raise ValueError(f"unknown units '{self.units}'; choose from {list(UNITS)}")
+        if self.syn_hard_accuracy is not None:
+            need = ["final"] + (["max_over_epochs"] if self.classifier.test_every else [])
+            if self.label_type != "soft" or self.real_hard_accuracy is None:
+                raise ValueError("syn_hard_accuracy replaces the hard-label trainings only with label_type: soft and "
+                                 "a given real_hard_accuracy (a hard-label run needs its random subset and whole set)")
+            bad = [r for r in need if len(self.syn_hard_accuracy.get(r, [])) != self.classifier.num_models]
+            if bad:
+                raise ValueError(f"syn_hard_accuracy needs {self.classifier.num_models} accuracies (one per run) for "
+                                 f"each of {need}; wrong or missing: {bad}")
 
 
 @EVALUATORS.register("dd_ranking")
@@ -94,8 +109,10 @@ class DDRankingEvaluator(Evaluator):
         soft = cfg.soft_labels if cfg.label_type == "soft" else None
         runs: dict[str, EvalResult] = {}
         # The set and the random subset with hard labels, and the whole real training split (acc_real_hard).
-        hard_controls = ["random_subset"] + (["whole_set"] if cfg.real_hard_accuracy is None else [])
-        runs["hard"] = self._classifier(soft_labels=None, controls=hard_controls).evaluate(synset, data)
+        given_hard = cfg.syn_hard_accuracy is not None
+        if not given_hard:
+            hard_controls = ["random_subset"] + (["whole_set"] if cfg.real_hard_accuracy is None else [])
+            runs["hard"] = self._classifier(soft_labels=None, controls=hard_controls).evaluate(synset, data)
         runs["any"] = runs["hard"] if soft is None else self._classifier(
             soft_labels=soft, controls=["random_subset"]).evaluate(synset, data)
         if "ars" in cfg.scores:
@@ -108,6 +125,8 @@ class DDRankingEvaluator(Evaluator):
             acc = {name: _accuracies(r, reading) for name, r in runs.items()}
             if any(a is None for a in acc.values()):
                 continue
+            if given_hard:
+                acc["hard"] = {"set": list(cfg.syn_hard_accuracy[reading]), "random_subset": None}
             real_hard = cfg.real_hard_accuracy if cfg.real_hard_accuracy is not None else _accuracies(
                 _control(runs["hard"], "whole_set"), reading)
             out: dict[str, Any] = {}
@@ -129,6 +148,8 @@ class DDRankingEvaluator(Evaluator):
             "label_type": cfg.label_type, "units": cfg.units, "lrs_lambda": cfg.lrs_lambda,
             "ars_lambda": cfg.ars_lambda, "num_eval": cfg.classifier.num_models, "readings": readings,
             "trainings": {name: r.to_dict() for name, r in runs.items()},
+            "hard_label_trainings": "given (syn_hard_accuracy): measured by an earlier hard-label run" if given_hard
+            else "trained here",
             "controls": {"random_subset": _control(runs["any"], "random_subset"),
                          "whole_set": _control(runs["hard"], "whole_set") if cfg.real_hard_accuracy is None else
                          {"mean": cfg.real_hard_accuracy, "what": "given (real_hard_accuracy)"}},

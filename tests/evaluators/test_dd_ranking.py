@@ -62,3 +62,21 @@ def test_percent_units_and_soft_labels(setup):
     assert set(res.details["trainings"]) == {"hard", "any"}  # no ARS: no augmentation-free runs
     with pytest.raises(ValueError, match="label_type"):
         DDRankingConfig(label_type="both")
+
+
+def test_given_hard_label_accuracies_replace_identical_trainings(setup):
+    """LRS-soft from the hard-label accuracies of an earlier hard run equals LRS-soft that retrains them."""
+    synset, data = setup
+    hard = DDRankingEvaluator(_cfg(scores=["lrs"], real_hard_accuracy=90.0), seed=0).evaluate(synset, data)
+    given = {r: hard.details["readings"][r]["accuracies"]["hard"]["set"] for r in ("final", "max_over_epochs")}
+    soft = dict(label_type="soft", scores=["lrs"], real_hard_accuracy=90.0)
+    trained = DDRankingEvaluator(_cfg(**soft), seed=0).evaluate(synset, data)
+    reused = DDRankingEvaluator(_cfg(**soft, syn_hard_accuracy=given), seed=0).evaluate(synset, data)
+    assert "hard" not in reused.details["trainings"] and "hard" in trained.details["trainings"]
+    for reading in ("final", "max_over_epochs"):
+        assert reused.details["readings"][reading]["lrs"] == trained.details["readings"][reading]["lrs"]
+    assert reused.details["hard_label_trainings"].startswith("given")
+    with pytest.raises(ValueError, match="label_type: soft"):
+        _cfg(syn_hard_accuracy=given, real_hard_accuracy=90.0)
+    with pytest.raises(ValueError, match="one per run"):
+        _cfg(**soft, syn_hard_accuracy={"final": [1.0]})
