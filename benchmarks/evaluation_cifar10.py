@@ -507,33 +507,55 @@ def what_this_shows(results: dict, whole: dict) -> list[str]:
     return out
 
 
+def _bars(protocol: str, rows: dict) -> dict[str, tuple[float, float, float, float]]:
+    """Per set: (set mean, std, random-subset mean, std) in %; DD-Ranking cells read their final accuracies under
+    the protocol's labels."""
+    import statistics
+
+    def ms(v: list[float]) -> tuple[float, float]:
+        return statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0
+
+    out = {}
+    for name, r in rows.items():
+        if protocol in DD_RANKING:
+            acc = r["readings"]["final"]["accuracies"]["any"]
+            out[name] = (*ms(acc["set"]), *ms(acc["random_subset"]))
+        else:
+            c = r["controls"]["random_subset"]
+            out[name] = (r["mean"], r["std"], c["mean"], c["std"])
+    return out
+
+
 def plot(results: dict, whole: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [p for p in ("common", "datadam_official", "mtt_official") if p in results]
+    panels = [p for p in PROTOCOLS if p in results]
     if not panels:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
-    for ax, protocol in zip(axes[0], panels):
-        rows = results[protocol]
-        names = list(rows)
+    cols = min(3, len(panels))
+    rows_n = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(6 * cols, 4 * rows_n), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, protocol in zip(axes.flat, panels):
+        bars = _bars(protocol, results[protocol])
+        names = list(bars)
         xs = range(len(names))
-        ax.bar([x - 0.2 for x in xs], [rows[n]["mean"] for n in names], 0.4,
-               yerr=[rows[n]["std"] for n in names], label="set")
-        ax.bar([x + 0.2 for x in xs], [rows[n]["controls"]["random_subset"]["mean"] for n in names], 0.4,
-               yerr=[rows[n]["controls"]["random_subset"]["std"] for n in names], label="random real subset")
+        ax.bar([x - 0.2 for x in xs], [bars[n][0] for n in names], 0.4, yerr=[bars[n][1] for n in names],
+               label="set")
+        ax.bar([x + 0.2 for x in xs], [bars[n][2] for n in names], 0.4, yerr=[bars[n][3] for n in names],
+               label="random real subset")
         ax.axhline(whole["mean"], color="k", ls="--", lw=1, label="whole training split")
         ax.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("CIFAR-10 test accuracy (%)")
-        ax.set_title(protocol)
+        ax.set_title(protocol + (" (final accuracies)" if protocol in DD_RANKING else ""))
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
 
 if __name__ == "__main__":
     main()
