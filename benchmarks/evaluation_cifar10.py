@@ -77,8 +77,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     # dd_ranking_soft needs a teacher file: scored only when named.
     p.add_argument("--protocols", nargs="*", default=[p for p in PROTOCOLS if p != "dd_ranking_soft"],
                    choices=list(PROTOCOLS))
-    p.add_argument("--teacher", default=TEACHER, help="the soft-label teacher of dd_ranking_soft (a ddistill.classifier "
-                   "file with the set's encoding; benchmarks/teacher_cifar10.py makes the default)")
+    p.add_argument("--teacher", default=TEACHER, help="the soft-label teacher of dd_ranking_soft (a "
+                   "ddistill.classifier file with the set's encoding; benchmarks/teacher_cifar10.py makes the default)")
     p.add_argument("--data", default="../shared/data/cifar10-jpg.tar.gz")
     p.add_argument("--dataset", default="cifar10_jpeg", help="dataset name (digits: a quick check of the script with "
                    "random sets only)")
@@ -86,7 +86,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", type=int, default=3, help="networks per score (and per control)")
     p.add_argument("--epochs", type=int, default=300, help="epochs of the common and dd_ranking protocols")
     p.add_argument("--whole-epochs", type=int, default=10, help="epochs of the whole-training-set network")
-    p.add_argument("--dd-ranking-ipc", type=int, nargs="*", default=[1], help="IPCs scored with dd_ranking and dd_ranking_soft")
+    p.add_argument("--dd-ranking-ipc", type=int, nargs="*", default=[1],
+                   help="IPCs scored with dd_ranking and dd_ranking_soft")
     p.add_argument("--dd-ranking-test-every", type=int, default=10,
                    help="epochs between the test checkpoints of dd_ranking's max-over-epochs reading (ddranking: 10)")
     p.add_argument("--official-ipc", type=int, nargs="*", default=[1], help="IPCs scored with datadam_official")
@@ -149,13 +150,14 @@ def run_cell(name: str, protocol: str, args: argparse.Namespace, real, test, who
                           train={"epochs": e, "lr_decay_at": e // 2})
         soft = {}
         if DD_RANKING[protocol] == "soft":
+            teacher = check_teacher(args.teacher, synset)
             soft = {"label_type": "soft", "soft_labels": dataclasses.replace(DDRankingConfig().soft_labels,
-                                                                             teacher=check_teacher(args.teacher, synset)),
-                    "syn_hard_accuracy": hard_cell_accuracies(name, args, clf)}
+                                                                             teacher=teacher),
+                    "syn_hard_accuracy": hard_cell_accuracies(name, args, clf, synset)}
         cfg = DDRankingConfig(classifier=clf, real_hard_accuracy=whole["mean"], **soft)
         res = DDRankingEvaluator(cfg, seed=args.seed).evaluate(synset, data)
     elif protocol == "mtt_official":
-        cfg = _classifier("mtt_official", args, train={"epochs": args.mtt_epochs})
+        cfg = _classifier("mtt_official", args, model="convnet", model_kwargs={}, train={"epochs": args.mtt_epochs})
         res = ClassifierEvaluator(cfg, seed=args.seed).evaluate(synset, data)
     else:
         cfg = _classifier("datadam_official", args, train={"epochs": args.official_epochs})
@@ -164,6 +166,8 @@ def run_cell(name: str, protocol: str, args: argparse.Namespace, real, test, who
     out["seconds"] = time.perf_counter() - start
     out["argv"] = sys.argv[1:]  # the invocation that scored this cell (cells of several invocations share --work)
     out["machine"] = machine_info()
+    out["data"] = args.data
+    out["set_sha256"] = set_digest(synset)
     out["config"] = json.loads(json.dumps(_plain(cfg), default=str))
     if protocol in DD_RANKING and DD_RANKING[protocol] == "soft":
         out["teacher"] = teacher_record(cfg.soft_labels)
@@ -192,23 +196,55 @@ def encoded_data(synset, args: argparse.Namespace, real, test):
     return _ENCODED[key]
 
 
-def hard_cell_accuracies(name: str, args: argparse.Namespace, clf) -> dict | None:
-    """The set's hard-label accuracies from its ``dd_ranking`` cell in ``--work`` when that cell ran the same
-    classifier protocol (threads aside) with the same seed: LRS-soft needs only these of the hard-label trainings, and
-    retraining would give the same networks. None (retrain) otherwise."""
+def hard_cell_accuracies(name: str, args: argparse.Namespace, clf, synset) -> dict | None:
+    """The set's hard-label accuracies from its ``dd_ranking`` cell in ``--work`` when retraining them here would
+    give the same networks: the same classifier protocol *and* performance settings (threads, bf16, channels_last
+    and compile change the floating-point results), the same seed, CPU model and torch version, the same data and the
+    same set (its digest, where the cell recorded one). LRS-soft reads only these of the hard-label trainings.
+    None (retrain) otherwise."""
+    from ddistill.io import machine_info
+
     path = Path(args.work) / f"{name}__dd_ranking.json"
     if not path.exists():
         return None
     cell = json.loads(path.read_text())
-
-    def protocol(cfg: dict) -> dict:
-        return {k: v for k, v in cfg.items() if k not in ("perf", "progress")}
-
     ours = json.loads(json.dumps(_plain(clf), default=str))
     theirs = (cell.get("config") or {}).get("classifier") or {}
-    if protocol(ours) != protocol(theirs) or cell["trainings"]["hard"].get("seed") != args.seed:
-        return None
-    return {r: v["accuracies"]["hard"]["set"] for r, v in cell["readings"].items()}
+    here, there = machine_info(), cell.get("machine") or {}
+    same = (
+        {k: v for k, v in ours.items() if k != "progress"} == {k: v for k, v in theirs.items() if k != "progress"}
+        and cell["trainings"]["hard"].get("seed") == args.seed
+        and (here.get("cpu"), here.get("torch")) == (there.get("cpu"), there.get("torch"))
+        # Cells scored before cells recorded their data and set digest: the committed data and sets of the table.
+        and cell.get("data", args.data) == args.data
+        and cell.get("set_sha256", set_digest(synset)) == set_digest(synset))
+    return {r: v["accuracies"]["hard"]["set"] for r, v in cell["readings"].items()} if same else None
+
+
+def set_digest(synset) -> str:
+    """sha256 of a set's images and labels (which set a cell scored)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in (synset.x, synset.y):
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_digest(path: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_cached_teacher(path: Path, protocol: str, args: argparse.Namespace) -> None:
+    """A cached soft-label cell scored with another teacher than ``--teacher`` is never passed off as its score."""
+    if DD_RANKING.get(protocol) != "soft" or not Path(args.teacher).exists():
+        return
+    used = (json.loads(path.read_text()).get("teacher") or {}).get("sha256")
+    if used != file_digest(args.teacher):
+        raise SystemExit(f"{path} was scored with another teacher than --teacher {args.teacher}; delete that cell to "
+                         f"re-score it, or use another --work")
 
 
 def check_teacher(path: str, synset) -> str:
@@ -230,7 +266,8 @@ def teacher_record(soft) -> dict:
     from ddistill.classifier_file import load_classifier
 
     _, header = load_classifier(soft.teacher)
-    return {"path": soft.teacher, "what": (header.get("recipe") or {}).get("what", header.get("model")),
+    return {"path": soft.teacher, "sha256": file_digest(soft.teacher),
+            "what": (header.get("recipe") or {}).get("what", header.get("model")),
             "test_accuracy": header.get("test_accuracy"),
             "soft_labels": f"{soft.criterion} at T = {soft.temperature:g}, mode {soft.mode}"}
 
@@ -290,6 +327,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, protocol in cells(args):
             path = work / f"{name}__{protocol}.json"
             if path.exists():
+                check_cached_teacher(path, protocol, args)
                 continue
             print(f"{name} / {protocol} ...", flush=True)
             cell = run_cell(name, protocol, args, real, test, whole)
@@ -364,7 +402,8 @@ def report(args: argparse.Namespace, work: Path) -> None:
     write_json(out.with_suffix(".json"), payload)
 
     lines = [
-        "# Evaluating the committed CIFAR-10 sets: the papers' and the field's protocols, each score beside its controls",
+        "# Evaluating the committed CIFAR-10 sets: the papers' and the field's protocols, each score beside its "
+        "controls",
         "",
         f"Command: `{command}`. Data: {args.dataset} (`{args.data}`), its whole training split "
         f"(controls, validation splits) and its test split. Machine: {_machines(results, payload['machine'])}, "
@@ -372,9 +411,12 @@ def report(args: argparse.Namespace, work: Path) -> None:
         f"{_threads(results, args.threads)} threads. Seed {args.seed} for every evaluator (networks, data order, random subsets).",
         "",
         f"Budget (reduced for the CPU; the paper budgets are the presets, e.g. `evaluator.preset=datadam_official`): "
-        f"{args.models} networks per score and per control; `common`, `dd_ranking` and `dd_ranking_soft` {args.epochs} epochs (papers: "
+        f"{args.models} networks per score and per control; `common`, `dd_ranking` and `dd_ranking_soft` "
+        f"{args.epochs} epochs (papers: "
         f"1000); `datadam_official` {args.official_epochs} epochs (its code: 1801) and {args.models} networks (official: 10), IPC "
-        f"{_ipcs(results, 'datadam_official')} only (the cells present below); `dd_ranking` IPC {_ipcs(results, 'dd_ranking')} and `dd_ranking_soft` IPC {_ipcs(results, 'dd_ranking_soft')} only (its lr search trains every grid rate "
+        f"{_ipcs(results, 'datadam_official')} only (the cells present below); " + " and ".join(
+            f"`{p}` IPC {_ipcs(results, p)}" for p in DD_RANKING if p in results) + " only (its lr search trains "
+        "every grid rate "
         f"for the set and for the random subset, with and without augmentation). Whole training split: one network, "
         f"{args.whole_epochs} epochs, no augmentation: {whole['mean']:.2f} % ({whole['seconds'] / 60:.0f} min).",
         "",
@@ -412,7 +454,8 @@ def report(args: argparse.Namespace, work: Path) -> None:
                   "minutes |", "|---|---:|---:|---|---|---:|---:|"]
         for name, r in results["mtt_official"].items():
             c = r["controls"]["random_subset"]
-            lines.append(f"| {name} | {r['lr']:.4g} | {r['epochs']} | {_pm(r['mean'], r['std'])} | {_pm(c['mean'], c['std'])} | "
+            lines.append(f"| {name} | {r['lr']:.4g} | {r['epochs']} | {_pm(r['mean'], r['std'])} | "
+                         f"{_pm(c['mean'], c['std'])} | "
                          f"{r['mean'] - c['mean']:+.2f} | {r['seconds'] / 60:.0f} |")
         lines.append("")
     missing = [p for p in PROTOCOLS if p not in results]
@@ -440,16 +483,21 @@ def dd_ranking_lines(protocol: str, results: dict) -> list[str]:
              "whole-training-split row. *final*: each network's last-epoch accuracy (the honest reading); "
              f"*max*: its best test checkpoint (every {_dd_ranking_every(results, protocol)} epochs; `ddranking`: 10), "
              "what `ddranking` computes -- labelled, never the headline. HLR = real minus set (hard labels; lower is "
-             "better), IOR = set minus random subset" + (" (both with the teacher's soft labels)." if soft else "."), ""]
+             "better), IOR = set minus random subset"
+             + (" (both with the teacher's soft labels)." if soft else "."), ""]
     if soft:
         teachers = sorted({json.dumps(r.get("teacher", {}), sort_keys=True) for r in results[protocol].values()})
         for t in map(json.loads, teachers):
-            lines += [f"Teacher: `{t.get('path')}`, {t.get('what')}; test accuracy {t.get('test_accuracy', 0):.2f} "
-                         "% (the whole-split row is the hard-label network of this table). Soft labels: "
+            acc = t.get("test_accuracy")
+            lines += [f"Teacher: `{t.get('path')}` (sha256 {str(t.get('sha256'))[:12]}), {t.get('what')}; "
+                      "test accuracy "
+                      + (f"{acc:.2f} %" if acc is not None else "not recorded") + " (`acc_real_hard` is the "
+                      "whole-split network of the hard-label table, not the teacher). Soft labels: "
                          f"{t.get('soft_labels')}.", ""]
-    lines += ["| set | set acc % (final / max) | random subset % (final / max) | selected lr (set / subset) | "
-              "HLR | IOR | LRS final | LRS max | ARS final | ARS max | minutes |",
-              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    hard_col = " set, hard labels % (final) |" if soft else ""
+    lines += ["| set | set acc % (final / max) | random subset % (final / max) |" + hard_col + " selected lr (set / "
+              "subset) | HLR | IOR | LRS final | LRS max | ARS final | ARS max | minutes |",
+              "|---|---|---|" + ("---|" if soft else "") + "---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results[protocol].items():
         fin, mx = r["readings"]["final"], r["readings"].get("max_over_epochs")
         acc, acc_m = fin["accuracies"], (mx or {}).get("accuracies")
@@ -467,6 +515,9 @@ def dd_ranking_lines(protocol: str, results: dict) -> list[str]:
         set_acc = f"{mean(acc['any']['set']):.2f} / " + (f"{mean(acc_m['any']['set']):.2f}" if acc_m else "-")
         rdm_acc = f"{mean(acc['any']['random_subset']):.2f} / " + (
             f"{mean(acc_m['any']['random_subset']):.2f}" if acc_m else "-")
+        if soft:  # the hard-label accuracies HLR reads, and where they come from
+            given = str(r.get("hard_label_trainings", "")).startswith("given")
+            rdm_acc += f" | {mean(acc['hard']['set']):.2f}" + (" (from its `dd_ranking` cell)" if given else "")
         lrs, ars = fin["lrs"], fin.get("ars")
         lines.append(
             f"| {name} | {set_acc} | {rdm_acc} | {lr_set} / {lr_rdm} | {lrs['hard_label_recovery_mean']:.2f} | "
@@ -513,7 +564,7 @@ def _bars(protocol: str, rows: dict) -> dict[str, tuple[float, float, float, flo
     import statistics
 
     def ms(v: list[float]) -> tuple[float, float]:
-        return statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0
+        return statistics.fmean(v), statistics.pstdev(v)  # population std, as EvalResult.std
 
     out = {}
     for name, r in rows.items():

@@ -83,6 +83,14 @@ def load_classifier(path: str | os.PathLike, *, device: torch.device | str = "cp
     if encoding is not None and blob["encoding"] != encoding.to_meta():
         raise ClassifierFileError(f"{path} was trained on inputs encoded as {blob['encoding']}, not as the data it "
                                   f"is used on ({encoding.to_meta()})")
+    if encoding is not None:
+        # The metadata names the transform, the tensors are it: a ZCA fitted on other images whitens differently.
+        stored = blob.get("encoding_tensors") or {}
+        differ = sorted(k for k, v in encoding.tensors().items()
+                        if k not in stored or not torch.equal(stored[k].cpu(), v.detach().cpu()))
+        if differ:
+            raise ClassifierFileError(f"{path} was trained on inputs encoded with other {', '.join(differ)} than the "
+                                      f"data it is used on (the same transform fitted on other images)")
     args = blob["model_args"]
     try:
         with torch.random.fork_rng(devices=[]):  # the weights are overwritten: leave the caller's RNG alone

@@ -138,6 +138,22 @@ def test_soft_labels_from_a_teacher_file_and_reported_as(digits, tmp_path):
         ClassifierEvaluator(cfg).evaluate(other, EvalData(train=real, test=test))
 
 
+
+def test_teacher_file_checks_the_zca_tensors_not_only_their_name(tmp_path):
+    """A teacher whitened with a ZCA fitted on other images is refused, though its encoding metadata matches."""
+    from ddistill.classifier_file import ClassifierFileError
+    from ddistill.data import load_real
+    from ddistill.data.zca import ZCA
+
+    real, _ = load_real("digits", zca=True)
+    net = train_real_classifier(real, "mlp", {}, TrainRecipe(epochs=1, augment="none"), seed=0)
+    path = save_classifier(tmp_path / "zca_teacher.pt", net, model="mlp", model_kwargs={}, real=real, seed=0)
+    load_classifier(path, encoding=real.encoding)  # its own encoding: accepted
+    other = dataclasses.replace(real.encoding, zca=ZCA.fit(real.encoding.decode(real.x[:300]), eps=real.encoding.zca.eps))
+    assert other.to_meta() == real.encoding.to_meta()
+    with pytest.raises(ClassifierFileError, match="zca_mean, zca_w"):
+        load_classifier(path, encoding=other)
+
 def test_learned_lr_and_errors(digits):
     real, test = digits
     synset = _random_set(real, ipc=2)
