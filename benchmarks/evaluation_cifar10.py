@@ -171,6 +171,7 @@ def run_cell(name: str, protocol: str, args: argparse.Namespace, real, test, who
     out["config"] = json.loads(json.dumps(_plain(cfg), default=str))
     if protocol in DD_RANKING and DD_RANKING[protocol] == "soft":
         out["teacher"] = teacher_record(cfg.soft_labels)
+        out["teacher"]["on_set"] = teacher_on_set(cfg.soft_labels.teacher, synset)
     return out
 
 
@@ -235,6 +236,31 @@ def file_digest(path: str) -> str:
     import hashlib
 
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def teacher_on_set(teacher_path: str, synset) -> dict:
+    """How the teacher labels the set's own images: the fraction it assigns to the image's class and its mean
+    probability of that class (soft labels that contradict the class teach another class)."""
+    import torch
+
+    from ddistill.classifier_file import load_classifier
+    from ddistill.data import Encoding
+
+    net, _ = load_classifier(teacher_path, encoding=Encoding.from_meta(synset.meta["encoding"], synset.tensors))
+    with torch.no_grad():
+        prob = torch.cat([net(x).softmax(1) for x in synset.x.split(256)])
+    y = synset.y if synset.y.dim() == 1 else synset.y.argmax(1)
+    return {"agrees_with_class": float((prob.argmax(1) == y).float().mean()),
+            "mean_prob_of_class": float(prob[torch.arange(len(y)), y].mean()), "images": int(len(y))}
+
+
+def add_teacher_on_set(path: Path, name: str, protocol: str, args: argparse.Namespace, real) -> None:
+    """Adds :func:`teacher_on_set` to a cached soft-label cell scored before cells recorded it."""
+    cell = json.loads(path.read_text())
+    if DD_RANKING.get(protocol) != "soft" or "on_set" in (cell.get("teacher") or {}):
+        return
+    cell["teacher"]["on_set"] = teacher_on_set(cell["teacher"]["path"], load_set(name, real))
+    path.write_text(json.dumps(cell))
 
 
 def check_cached_teacher(path: Path, protocol: str, args: argparse.Namespace) -> None:
@@ -328,6 +354,7 @@ def main(argv: list[str] | None = None) -> None:
             path = work / f"{name}__{protocol}.json"
             if path.exists():
                 check_cached_teacher(path, protocol, args)
+                add_teacher_on_set(path, name, protocol, args, real)
                 continue
             print(f"{name} / {protocol} ...", flush=True)
             cell = run_cell(name, protocol, args, real, test, whole)
@@ -494,10 +521,11 @@ def dd_ranking_lines(protocol: str, results: dict) -> list[str]:
                       + (f"{acc:.2f} %" if acc is not None else "not recorded") + " (`acc_real_hard` is the "
                       "whole-split network of the hard-label table, not the teacher). Soft labels: "
                          f"{t.get('soft_labels')}.", ""]
-    hard_col = " set, hard labels % (final) |" if soft else ""
+    hard_col = (" set, hard labels % (final) | teacher on the set's images: argmax = class / p(class) |"
+                if soft else "")
     lines += ["| set | set acc % (final / max) | random subset % (final / max) |" + hard_col + " selected lr (set / "
               "subset) | HLR | IOR | LRS final | LRS max | ARS final | ARS max | minutes |",
-              "|---|---|---|" + ("---|" if soft else "") + "---|---:|---:|---:|---:|---:|---:|---:|"]
+              "|---|---|---|" + ("---|---|" if soft else "") + "---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results[protocol].items():
         fin, mx = r["readings"]["final"], r["readings"].get("max_over_epochs")
         acc, acc_m = fin["accuracies"], (mx or {}).get("accuracies")
@@ -518,6 +546,8 @@ def dd_ranking_lines(protocol: str, results: dict) -> list[str]:
         if soft:  # the hard-label accuracies HLR reads, and where they come from
             given = str(r.get("hard_label_trainings", "")).startswith("given")
             rdm_acc += f" | {mean(acc['hard']['set']):.2f}" + (" (from its `dd_ranking` cell)" if given else "")
+            on = (r.get("teacher") or {}).get("on_set")
+            rdm_acc += (f" | {100 * on['agrees_with_class']:.0f} % / {on['mean_prob_of_class']:.2f}" if on else " | -")
         lrs, ars = fin["lrs"], fin.get("ars")
         lines.append(
             f"| {name} | {set_acc} | {rdm_acc} | {lr_set} / {lr_rdm} | {lrs['hard_label_recovery_mean']:.2f} | "
