@@ -513,10 +513,16 @@ def dd_ranking_lines(protocol: str, results: dict) -> list[str]:
              "better), IOR = set minus random subset"
              + (" (both with the teacher's soft labels)." if soft else "."), ""]
     if soft:
-        teachers = sorted({json.dumps(r.get("teacher", {}), sort_keys=True) for r in results[protocol].values()})
-        for t in map(json.loads, teachers):
+        # A set's teacher sees the set's inputs: the ZCA-whitened trajectory-matching sets have a teacher of their own.
+        teachers: dict[str, list[str]] = {}
+        for name, r in results[protocol].items():
+            t = {k: v for k, v in (r.get("teacher") or {}).items() if k != "on_set"}
+            teachers.setdefault(json.dumps(t, sort_keys=True), []).append(name)
+        for key, names in sorted(teachers.items()):
+            t = json.loads(key)
             acc = t.get("test_accuracy")
-            lines += [f"Teacher: `{t.get('path')}` (sha256 {str(t.get('sha256'))[:12]}), {t.get('what')}; "
+            lines += [f"Teacher of {', '.join(f'`{n}`' for n in names)}: `{t.get('path')}` (sha256 "
+                      f"{str(t.get('sha256'))[:12]}), {t.get('what')}; "
                       "test accuracy "
                       + (f"{acc:.2f} %" if acc is not None else "not recorded") + " (`acc_real_hard` is the "
                       "whole-split network of the hard-label table, not the teacher). Soft labels: "

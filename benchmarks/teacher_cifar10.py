@@ -13,6 +13,14 @@ no augmentation, ``--epochs`` 10): a reduced teacher, stated with its test accur
 report that uses it. DD-Ranking's own teachers are trained far longer. The committed teacher and result::
 
     python benchmarks/teacher_cifar10.py --threads 1
+
+Encoding: a soft-label teacher must see the student's inputs, so its encoding is the set's. By default the mean/std
+normalisation of the DataDAM and random sets; ``--encoding-from SET`` takes a set file's encoding instead, e.g. the
+ZCA whitening of the trajectory-matching sets (all four ``runs/mtt10k/sets/mtt_*`` share one ZCA). That teacher
+carries the 3072 x 3072 ZCA matrix (38 MB), so, like those sets, it is not committed; its result is::
+
+    python benchmarks/teacher_cifar10.py --threads 1 --encoding-from runs/mtt10k/sets/mtt_mtt_ipc1.pt \
+        --teacher-out runs/mtt10k/dd_ranking_teacher_cifar10_zca.pt --out benchmarks/results/teacher_cifar10_zca
 """
 from __future__ import annotations
 
@@ -30,10 +38,33 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--augment", default="none", choices=["none", "dsa"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--encoding-from", default=None, metavar="SET",
+                   help="a SyntheticSet file whose encoding (e.g. its ZCA) the teacher's inputs take (default: the "
+                   "dataset's mean/std normalisation)")
     p.add_argument("--teacher-out", default="benchmarks/results/sets/dd_ranking_teacher_cifar10.pt")
     p.add_argument("--out", default="benchmarks/results/teacher_cifar10")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --teacher-out")
     return p.parse_args(argv)
+
+
+def encode_as(set_path: str, spec, real, test):
+    """The real splits in the input space of the set at ``set_path`` (its encoding, ZCA tensors included), so the
+    teacher's file carries exactly the encoding ``load_classifier(..., encoding=)`` compares with the set's."""
+    from ddistill.data import Encoding, EvalNeeds, load_eval_data
+    from ddistill.synset import SyntheticSet, SyntheticSetError
+
+    if not Path(set_path).exists():
+        raise SystemExit(f"--encoding-from {set_path} does not exist")
+    try:
+        synset = SyntheticSet.load(set_path)
+    except SyntheticSetError as e:
+        raise SystemExit(f"--encoding-from: {e}") from None
+    if (synset.meta.get("data") or {}).get("name") not in (None, spec.name):
+        raise SystemExit(f"--encoding-from {set_path}: a set of {synset.meta['data']['name']!r}, not of "
+                         f"--dataset {spec.name!r}")
+    enc = Encoding.from_meta(synset.meta["encoding"], synset.tensors)
+    data = load_eval_data(spec, EvalNeeds(test=True, train=True), encoding=enc, loaded=(real, test))
+    return data.train, data.test
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,16 +82,21 @@ def main(argv: list[str] | None = None) -> None:
     from ddistill.utils.train import TrainRecipe, accuracy
 
     torch.set_num_threads(args.threads)
-    real, test = load_data(DataSpec(args.dataset, args.data if args.dataset != "digits" else None))
+    spec = DataSpec(args.dataset, args.data if args.dataset != "digits" else None)
+    real, test = load_data(spec)
+    if args.encoding_from is not None:
+        real, test = encode_as(args.encoding_from, spec, real, test)
     recipe = TrainRecipe(epochs=args.epochs, augment=args.augment)
     start = time.perf_counter()
     net = train_real_classifier(real, "convnet", {}, recipe, seed=args.seed, perf=PerfConfig(threads=args.threads),
                                 augment=build_augment(args.augment, args.dataset))
     seconds = time.perf_counter() - start
     test_acc = 100.0 * accuracy(net, real.encoding.encode(test.x), test.y)
-    recipe_meta = {"what": f"instance-norm ConvNet-3 width 128 on the whole {args.dataset} training split, DC recipe "
-                   f"(SGD 0.01, momentum 0.9, wd 5e-4, batch 256, x0.1 at half), {args.epochs} epochs, augment "
-                   f"{args.augment}; made by teacher_cifar10.py", "epochs": args.epochs, "augment": args.augment}
+    inputs = "ZCA-whitened as " + str(args.encoding_from) if real.encoding.zca is not None else "mean/std normalised"
+    recipe_meta = {"what": f"instance-norm ConvNet-3 width 128 on the whole {args.dataset} training split ({inputs}), "
+                   f"DC recipe (SGD 0.01, momentum 0.9, wd 5e-4, batch 256, x0.1 at half), {args.epochs} epochs, "
+                   f"augment {args.augment}; made by teacher_cifar10.py", "epochs": args.epochs,
+                   "augment": args.augment, "encoding": real.encoding.to_meta(), "encoding_from": args.encoding_from}
     save_classifier(teacher_path, net, model="convnet", model_kwargs={}, real=real, recipe=recipe_meta,
                     seed=args.seed, test_accuracy=test_acc)
     payload = {"benchmark": "teacher_cifar10", "command": "python benchmarks/teacher_cifar10.py "
