@@ -437,11 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # torch.utils.cpp_extension warns "No CUDA runtime is found, using CUDA_HOME=..." whenever torch.compile loads it
-    # on a machine without CUDA; on the CPU that is noise in every command's output.
-    import logging
-
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    # (The CUDA_HOME warning of a CPU compile is silenced where the library compiles: ddistill.utils.perf.compiled.)
     parser = build_parser()
     # key=value overrides may come before or after options (``evaluate S --evaluator nas evaluator.x=1``).
     args, extra = parser.parse_known_args(argv)

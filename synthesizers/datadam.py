@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddistill.data import RealData
+from ddistill.utils.perf import compiled
 
 from ._matching import FreshNetworkMatching, MatchingConfig
 from .base import SYNTHESIZERS
@@ -107,7 +108,7 @@ class DataDAM(FreshNetworkMatching):
     def build(self, real: RealData) -> None:
         super().build(real)
         # Compiled, |F|^p, the channel sum and the normalisation fuse into one pass over each feature map.
-        self.attention = torch.compile(attention_map, dynamic=False) if self.perf.compile else attention_map
+        self.attention = compiled(attention_map) if self.perf.compile else attention_map
 
     def loss(self, real: RealData, step: int) -> tuple[Tensor, dict[str, float]]:
         """SAM + lambda * MMD (Eq. 3-5) times the scale, with the two terms (before the scale) for the log."""

@@ -7,6 +7,7 @@ unchanged within noise there (see ``benchmarks/results/eval_throughput.md``).
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterator
@@ -15,6 +16,18 @@ import torch
 from torch import nn
 
 from ddistill.utils.compile_rule import Workload, compile_pays, has_cxx_compiler
+
+
+def compiled(fn):
+    """``torch.compile(fn, dynamic=False)``, without the CUDA_HOME warning of a CPU-only machine.
+
+    Compiling on the CPU loads ``torch.utils.cpp_extension``, which logs "No CUDA runtime is found, using
+    CUDA_HOME=..." on a machine without CUDA: a warning about a GPU nobody asked for, in every log of a CPU run. It is
+    silenced only there, and only when nobody has set that logger's level."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    if log.level == logging.NOTSET and not torch.cuda.is_available():
+        log.setLevel(logging.ERROR)
+    return torch.compile(fn, dynamic=False)
 
 
 @dataclass
@@ -70,7 +83,7 @@ class PerfConfig:
             model = model.to(memory_format=torch.channels_last)
         if self.compile:
             # Static shapes: evaluation sees at most two batch sizes (full and last), each compiled once.
-            model = torch.compile(model, dynamic=False)  # type: ignore[assignment]
+            model = compiled(model)  # type: ignore[assignment]
         return model
 
     def prepare_feature_extractor(self, model: nn.Module) -> nn.Module:
@@ -80,7 +93,7 @@ class PerfConfig:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.compile and hasattr(model, "forward_features"):
-            model.forward_features = torch.compile(model.forward_features, dynamic=False)  # type: ignore[method-assign]
+            model.forward_features = compiled(model.forward_features)  # type: ignore[method-assign]
         return model
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
