@@ -277,6 +277,11 @@ def evaluate(synset_path: str | Path, *, evaluator: str = "classifier", override
         result["world_size"] = context.world_size
     if pool:  # the pool is part of what was evaluated: it keys the record too
         result["config"] = {**result["config"], "pool": pool}
+    # So are other data than the set's own (another test split is another evaluation): the fields that differ.
+    own = cfgmod.to_dict(cfgmod.from_dict(DataSpec, cfgmod.merge(DataSpec, recorded, {}), where="dataset"))
+    changed = {k: v for k, v in result["data"].items() if own.get(k) != v}
+    if changed:
+        result["data_overrides"] = changed
     record = write_record(synset_path, result)
     print(f"wrote {record} (all evaluations of this set: {record.parent.parent / 'evaluations.md'})")
     if out:

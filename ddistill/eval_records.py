@@ -1,5 +1,6 @@
 """The evaluations of a synthetic set, kept side by side: every ``ddistill evaluate`` writes one record keyed by its
-evaluator, its resolved config and its seed (``<set folder>/evaluations/<evaluator>-<config hash>-seed<k>.json``), and
+evaluator, its resolved config and its seed (``<set folder>/evaluations/<evaluator>-<config hash>-seed<k>.json``) --
+and, when the set was evaluated on other data than it records (``dataset.*`` overrides), by those overrides too -- and
 the summaries ``evaluations.csv`` / ``evaluations.md`` beside the set list them all. An evaluation with another
 config never replaces an earlier one; the same evaluation (same config and seed) replaces its own record.
 """
@@ -17,20 +18,23 @@ from .io import atomic_write, write_json
 
 __all__ = ["record_key", "summarise", "write_record"]
 
-_COLUMNS = ("evaluator", "config_hash", "seed", "metric", "mean", "std", "n", "controls", "time", "record")
+_COLUMNS = ("evaluator", "config_hash", "seed", "metric", "mean", "std", "n", "controls", "data", "time", "record")
 
 
-def record_key(evaluator: str, config: dict[str, Any], seed: int) -> str:
-    """``<evaluator>-<12 hex of the config's hash>-seed<seed>``; the config is hashed in canonical JSON."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+def record_key(evaluator: str, config: dict[str, Any], seed: int, data: dict[str, Any] | None = None) -> str:
+    """``<evaluator>-<12 hex of the hash>-seed<seed>``, hashing the config in canonical JSON, with ``data`` (the
+    ``dataset.*`` overrides of an evaluation on other data than the set's own) beside it when given: a set scored on
+    another test split is another evaluation, not a replacement. Without ``data`` the key is the config's alone."""
+    keyed: Any = config if not data else {"config": config, "data": data}
+    digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"{evaluator}-{digest}-seed{seed}"
 
 
 def write_record(set_path: str | os.PathLike, record: dict[str, Any]) -> Path:
-    """Writes ``record`` (with ``evaluator``, ``config``, ``seed``) under its key and refreshes the summaries;
-    returns the record's path."""
+    """Writes ``record`` (with ``evaluator``, ``config``, ``seed`` and optionally ``data_overrides``) under its key
+    and refreshes the summaries; returns the record's path."""
     folder = Path(set_path).parent
-    key = record_key(record["evaluator"], record["config"], record["seed"])
+    key = record_key(record["evaluator"], record["config"], record["seed"], record.get("data_overrides"))
     path = write_json(folder / "evaluations" / f"{key}.json", {**record, "key": key})
     summarise(folder)
     return path
@@ -47,7 +51,16 @@ def _row(path: Path) -> dict[str, Any] | None:
     return {"evaluator": rec.get("evaluator"), "config_hash": rec.get("key", "").split("-")[-2] if rec.get("key") else "",
             "seed": rec.get("seed"), "metric": ev.get("metric"), "mean": ev.get("mean"), "std": ev.get("std"),
             "n": len(ev.get("values") or []), "controls": _controls(ev.get("controls") or {}),
+            "data": _overrides(rec.get("data_overrides") or {}),
             "time": rec.get("time", ""), "record": str(path.relative_to(path.parent.parent))}
+
+
+def _overrides(over: dict[str, Any], prefix: str = "dataset.") -> str:
+    """``dataset.key=value`` for each override (nested keys dotted); empty for the set's own data."""
+    out = []
+    for k, v in sorted(over.items()):
+        out += [_overrides(v, f"{prefix}{k}.")] if isinstance(v, dict) else [f"{prefix}{k}={v}"]
+    return " ".join(out)
 
 
 def _controls(controls: dict[str, Any]) -> str:

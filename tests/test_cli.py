@@ -60,16 +60,21 @@ def test_every_evaluation_is_kept_with_its_controls(tmp_path, capsys):
     assert main([*base, "evaluator.train.epochs=3"]) == 0
     assert main([*base, "evaluator.train.epochs=3", "seed=1"]) == 0
     assert main([*base, "evaluator.train.epochs=2"]) == 0  # the same evaluation again replaces its own record
+    # Other data than the set records is another evaluation; an override equal to the recorded data is not.
+    assert main([*base, "evaluator.train.epochs=2", f"dataset.root={tmp_path}"]) == 0
+    assert main([*base, "evaluator.train.epochs=2", "dataset.name=digits"]) == 0
     records = sorted((synset.parent / "evaluations").glob("classifier-*.json"))
-    assert len(records) == 3
-    epochs = sorted((json.loads(p.read_text())["config"]["train"]["epochs"], json.loads(p.read_text())["seed"])
-                    for p in records)
-    assert epochs == [(2, 0), (3, 0), (3, 1)]
+    assert len(records) == 4
+    epochs = sorted((json.loads(p.read_text())["config"]["train"]["epochs"], json.loads(p.read_text())["seed"],
+                     json.dumps(json.loads(p.read_text()).get("data_overrides"))) for p in records)
+    assert epochs == sorted([(2, 0, "null"), (2, 0, json.dumps({"root": str(tmp_path)})), (3, 0, "null"),
+                             (3, 1, "null")])
     csv_rows = (synset.parent / "evaluations.csv").read_text().splitlines()
-    assert len(csv_rows) == 4 and csv_rows[0].startswith("evaluator,config_hash,seed,metric,mean,std")
+    assert len(csv_rows) == 5 and csv_rows[0].startswith("evaluator,config_hash,seed,metric,mean,std")
     assert all("random_subset=" in row for row in csv_rows[1:])
+    assert sum(f"dataset.root={tmp_path}" in row for row in csv_rows) == 1
     md = (synset.parent / "evaluations.md").read_text()
-    assert md.count("| classifier |") == 3
+    assert md.count("| classifier |") == 4
 
 
 def test_rerun_needs_resume_and_resume_finishes(tmp_path, capsys):
