@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from . import datadam, dm, full, herding, kcenter, krr_st, mirage, mtt, random, random_graphs  # noqa: F401
+from ._selection import selection_set
 from .base import SYNTHESIZERS, GradientConfig, GradientSynthesizer, LoopConfig, Synthesizer
 from .callbacks import Callback, Checkpoint, JSONLLog, PeriodicEval, ProgressBar, StopAfter
 
 __all__ = ["SYNTHESIZERS", "Callback", "Checkpoint", "GradientConfig", "GradientSynthesizer", "JSONLLog",
-           "LoopConfig", "PeriodicEval", "ProgressBar", "StopAfter", "Synthesizer"]
+           "LoopConfig", "PeriodicEval", "ProgressBar", "StopAfter", "Synthesizer", "selection_set"]

@@ -1,4 +1,5 @@
-"""A synthesizer written outside the repository, installed with an entry point, is usable from the command line."""
+"""A synthesizer written outside the repository, installed with an entry point, is usable from the command line.
+``PLUGIN`` is the README's minimal plugin module, word for word (a test keeps the two equal)."""
 from __future__ import annotations
 
 import sys
@@ -11,8 +12,7 @@ PLUGIN = textwrap.dedent('''
 
     import torch
 
-    from synthesizers import SYNTHESIZERS, Synthesizer
-    from synthesizers._selection import selection_set
+    from synthesizers import SYNTHESIZERS, Synthesizer, selection_set
 
 
     @dataclass
@@ -51,6 +51,13 @@ def test_an_entry_point_plugin_is_listed_and_runs(tmp_path, monkeypatch, capsys)
     assert main(["distill", str(config)]) == 0
     assert (tmp_path / "runs" / "p" / "synset.pt").exists()
     sys.modules.pop("ddistill_first", None)
+
+
+def test_the_readme_shows_this_plugin():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert PLUGIN.strip() in readme
 
 
 def test_a_broken_plugin_is_named(tmp_path, monkeypatch, capsys):
