@@ -72,6 +72,33 @@ class EvalResult:
         return "\n".join(lines)
 
 
+def close_or_below(mean: float, std: float, control: Mapping[str, Any]) -> str | None:
+    """"below" / "within one std of" when ``mean`` does not exceed the control's mean by more than one std (the larger
+    of the set's std and the control's), else None."""
+    c_mean = control.get("mean")
+    if not isinstance(c_mean, (int, float)) or math.isnan(c_mean) or math.isnan(mean):
+        return None
+    c_std = control.get("std") if isinstance(control.get("std"), (int, float)) else 0.0
+    tol = max(std if not math.isnan(std) else 0.0, c_std if not math.isnan(c_std) else 0.0)
+    if mean < c_mean - tol:
+        return "below"
+    if mean <= c_mean + tol:
+        return "within one std of"
+    return None
+
+
+def random_subset_warnings(metric: str, mean: float, std: float, controls: Mapping[str, Any]) -> list[str]:
+    """A warning when the set's score does not beat its ``random_subset`` control (real data of the set's size, same
+    networks, seeds and budget) by more than one std: what the set adds over picking real images at random is then
+    not measured. [] when it does, or when there is no such control."""
+    control = controls.get("random_subset")
+    verdict = close_or_below(mean, std, control) if isinstance(control, Mapping) else None
+    if verdict is None:
+        return []
+    return [f"the set's {metric} {mean:.2f} is {verdict} its random real subset of the same size "
+            f"({control['mean']:.2f}): it does not beat picking real images at random"]
+
+
 def resolve_model(model: str | None, model_kwargs: dict[str, Any] | None, meta: dict[str, Any]) -> tuple[str, dict]:
     """The evaluation network: the configured one, else the one the set was distilled with (``eval_model``),
     else ``convnet``. Recorded kwargs apply only to the recorded network (not to a cross-architecture one)."""

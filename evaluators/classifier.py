@@ -36,7 +36,7 @@ from ddistill.utils.seed import derive_seed, make_generator
 from ddistill.utils.soft_labels import SoftLabelConfig, TeacherBatchLoss
 from ddistill.utils.train import TrainRecipe, accuracy, criterion_for, predict, train_classifier
 
-from .base import EVALUATORS, EvalResult, Evaluator, resolve_model
+from .base import EVALUATORS, EvalResult, Evaluator, random_subset_warnings, resolve_model
 
 #: ``derive_seed`` streams: the evaluation networks' initialisation, each network's data order / augmentation, the
 #: random-subset control's draws, the validation split of the lr search, the teacher.
@@ -249,6 +249,9 @@ class ClassifierEvaluator(Evaluator):
             result.details["controls"] = controls
             if "random_subset" in controls:
                 result.details["gain_over_random_subset"] = result.mean - controls["random_subset"]["mean"]
+            found = random_subset_warnings(result.metric, result.mean, result.std, controls)
+            if found:
+                result.details["warnings"] = list(result.details.get("warnings", [])) + found
         return result
 
     def evaluate_real(self, real: RealData, data: Any) -> EvalResult:

@@ -29,7 +29,7 @@ from ddistill.utils.progress import progress_bar
 from ddistill.utils.seed import derive_seed, make_generator
 from ddistill.utils.train import TrainRecipe, accuracy, train_classifier
 
-from .base import EVALUATORS, EvalResult, Evaluator, resolve_model
+from .base import EVALUATORS, EvalResult, Evaluator, random_subset_warnings, resolve_model
 
 #: ``derive_seed`` streams: class orders, per-(order, model) network families, per-stage training order.
 ORDER_STREAM, FAMILY_STREAM, TRAIN_STREAM = 21, 22, 23
@@ -146,7 +146,11 @@ class ContinualEvaluator(Evaluator):
                 "what": "random real memory with the set's per-class counts, new draw per run, same networks and "
                         "seeds"}}
             details["gain_over_random_subset_per_stage"] = (arr.mean(0) - rarr.mean(0)).tolist()
-        return EvalResult("accuracy", arr[:, -1].tolist(), details)
+        result = EvalResult("accuracy", arr[:, -1].tolist(), details)
+        found = random_subset_warnings("final accuracy", result.mean, result.std, details.get("controls", {}))
+        if found:
+            result.details["warnings"] = found
+        return result
 
     def _curves(self, memory: Callable[[int, int], tuple[Tensor, Tensor]], x_test: Tensor, y_test: Tensor, k: int,
                 orders: list[list[int]], model: str, model_kwargs: dict[str, Any], dataset: str,

@@ -29,6 +29,8 @@ from scipy.stats import rankdata
 from torch import Tensor
 
 from ddistill.data.graph import GraphPack, pack_graph_bytes
+
+from .base import close_or_below
 from ddistill.data.graph.discretise import simple_undirected
 
 #: One-number-per-graph controls (see :func:`size_features`).
@@ -294,21 +296,6 @@ def draw_random_graphs(train: GraphPack, num_classes: int, generator: torch.Gene
 # --------------------------------------------------------------------------------------------------------------
 # warnings
 # --------------------------------------------------------------------------------------------------------------
-def _close_or_below(mean: float, std: float, control: Mapping[str, Any]) -> str | None:
-    """"below" / "within one std of" when ``mean`` does not exceed the control's mean by more than one std (the larger
-    of the set's std and the control's), else None."""
-    c_mean = control.get("mean")
-    if not isinstance(c_mean, (int, float)) or math.isnan(c_mean) or math.isnan(mean):
-        return None
-    c_std = control.get("std") if isinstance(control.get("std"), (int, float)) else 0.0
-    tol = max(std if not math.isnan(std) else 0.0, c_std if not math.isnan(c_std) else 0.0)
-    if mean < c_mean - tol:
-        return "below"
-    if mean <= c_mean + tol:
-        return "within one std of"
-    return None
-
-
 def control_warnings(metric: str, mean: float, std: float, controls: Mapping[str, Any]) -> list[str]:
     """Warnings when the set's score does not beat its controls by more than one std: the best size feature (number
     of nodes / edges, edge density), the label-histogram model, the untrained network; and when the set's own models
@@ -318,19 +305,19 @@ def control_warnings(metric: str, mean: float, std: float, controls: Mapping[str
              and isinstance(controls[n].get("mean"), (int, float)) and not math.isnan(controls[n]["mean"])}
     if sizes:
         best = max(sizes, key=lambda n: sizes[n]["mean"])
-        verdict = _close_or_below(mean, std, sizes[best])
+        verdict = close_or_below(mean, std, sizes[best])
         if verdict:
             out.append(f"the set's {metric} {mean:.2f} is {verdict} the {best} score {sizes[best]['mean']:.2f} "
                        f"(no better than a one-number {best} classifier)")
     for name, words in (("label_histogram", "a linear model on node-label counts and size"),
                         ("untrained", "the untrained network (same seeds, epoch 0)")):
         if isinstance(controls.get(name), Mapping):
-            verdict = _close_or_below(mean, std, controls[name])
+            verdict = close_or_below(mean, std, controls[name])
             if verdict:
                 out.append(f"the set's {metric} {mean:.2f} is {verdict} {words}: {controls[name]['mean']:.2f}")
     binned = controls.get("size_binned")
     if isinstance(binned, Mapping):
-        verdict = _close_or_below(binned["mean"], binned.get("std", 0.0), {"mean": 50.0, "std": 0.0})
+        verdict = close_or_below(binned["mean"], binned.get("std", 0.0), {"mean": 50.0, "std": 0.0})
         if verdict:
             out.append(f"within node-count bins the set's models rank the test graphs at or below chance (size-binned "
                        f"ROC-AUC {binned['mean']:.2f} ± {binned.get('std', 0.0):.2f}): the score may come from graph "

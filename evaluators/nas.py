@@ -40,7 +40,7 @@ from ddistill.utils.progress import progress_bar
 from ddistill.utils.seed import derive_seed, make_generator, seeded_rng
 from ddistill.utils.train import TrainRecipe, accuracy, train_classifier
 
-from .base import EVALUATORS, EvalResult, Evaluator
+from .base import EVALUATORS, EvalResult, Evaluator, random_subset_warnings
 
 #: ``derive_seed`` streams: architecture sample, validation split, architecture init, proxy runs, real runs.
 SAMPLE_STREAM, SPLIT_STREAM, INIT_STREAM, PROXY_STREAM, REAL_STREAM = 31, 32, 33, 34, 35
@@ -226,6 +226,9 @@ class NASEvaluator(Evaluator):
             details["controls"] = controls
             details["gain_over_random_subset"] = rho - controls["random_subset"]["mean"] \
                 if "random_subset" in controls else None
+        found = random_subset_warnings("Spearman", rho, 0.0, controls)  # one ranking: no std of its own
+        if found:
+            details["warnings"] = found
         details["cost"] = {"proxy_seconds": proxy_seconds, "real_seconds": real_seconds,
                            "real_over_proxy": real_seconds / proxy_seconds if proxy_seconds > 0 else None}
         return EvalResult("spearman", [rho], {**details,

@@ -64,6 +64,17 @@ def test_random_subset_control_can_lose_and_win(digits):
     blank.tensors["x"] = torch.zeros_like(blank.x)
     res = ClassifierEvaluator(cfg).evaluate(blank, EvalData(train=real, test=test))
     assert res.mean < 20.0 and res.details["gain_over_random_subset"] < -40.0
+    assert any("random real subset" in w for w in res.details["warnings"]) and "warning:" in res.report()
+
+
+def test_random_subset_warning_only_when_the_set_does_not_beat_it():
+    from evaluators.base import random_subset_warnings
+
+    control = {"random_subset": {"mean": 50.0, "std": 2.0}}
+    assert random_subset_warnings("accuracy", 60.0, 1.0, control) == []
+    assert "within one std of" in random_subset_warnings("accuracy", 51.0, 1.0, control)[0]
+    assert "below" in random_subset_warnings("accuracy", 40.0, 1.0, control)[0]
+    assert random_subset_warnings("accuracy", 40.0, 1.0, {}) == []  # no control, nothing to say
 
 
 def test_lr_search_selects_on_validation_never_on_test(digits):
