@@ -571,7 +571,8 @@ def what_this_shows(results: dict, whole: dict) -> list[str]:
     out = []
     for protocol, rows in results.items():
         for name, r in rows.items():
-            if name.startswith("random"):
+            if name.startswith("random"):  # a random set against other random draws: a check of the control
+                out.append(random_row_check(protocol, name, r))
                 continue
             if protocol in DD_RANKING:
                 lrs = r["readings"]["final"]["lrs"]
@@ -592,6 +593,24 @@ def what_this_shows(results: dict, whole: dict) -> list[str]:
             out.append(f"- DataDAM's best-model habit adds {best - r['mean']:+.2f} points to {name}'s honest mean "
                        f"under its own recipe.")
     return out
+
+
+def random_row_check(protocol: str, name: str, r: dict) -> str:
+    """A random set (one draw, seed 0) against its control (a new draw per network): the two should tie within the
+    spread of draws; a gap larger than that says the protocol treats equal sets unequally."""
+    if protocol in DD_RANKING:
+        lrs = r["readings"]["final"]["lrs"]
+        gain, noise = lrs["improvement_over_random_mean"], lrs["improvement_over_random_std"]
+        acc = r["readings"]["final"]["accuracies"]["any"]
+        mine, draws = sum(acc["set"]) / len(acc["set"]), acc["random_subset"]
+    else:
+        c = r["controls"]["random_subset"]
+        gain, noise, draws, mine = r["mean"] - c["mean"], max(r["std"], c["std"]), c.get("values", []), r["mean"]
+    verdict = "ties it (within one std)" if abs(gain) <= noise else f"differs by more than one std ({noise:.2f})"
+    spread = (f"; the control's own draws span {min(draws):.2f}-{max(draws):.2f} % and the set's {mine:.2f} lies "
+              + ("inside" if min(draws) <= mine <= max(draws) else "outside") + " that span") if draws else ""
+    return (f"- `{protocol}` / {name} (one random draw, seed 0) against its random subset (a new draw per network): "
+            f"{gain:+.2f} points, {verdict}{spread}.")
 
 
 def _bars(protocol: str, rows: dict) -> dict[str, tuple[float, float, float, float]]:
