@@ -606,7 +606,10 @@ def random_row_check(protocol: str, name: str, r: dict) -> str:
     else:
         c = r["controls"]["random_subset"]
         gain, noise, draws, mine = r["mean"] - c["mean"], max(r["std"], c["std"]), c.get("values", []), r["mean"]
-    verdict = "ties it (within one std)" if abs(gain) <= noise else f"differs by more than one std ({noise:.2f})"
+    if noise != noise:  # NaN: a single network or draw has no std
+        verdict = "(no std to compare with)"
+    else:
+        verdict = "ties it (within one std)" if abs(gain) <= noise else f"differs by more than one std ({noise:.2f})"
     spread = (f"; the control's own draws span {min(draws):.2f}-{max(draws):.2f} % and the set's {mine:.2f} lies "
               + ("inside" if min(draws) <= mine <= max(draws) else "outside") + " that span") if draws else ""
     return (f"- `{protocol}` / {name} (one random draw, seed 0) against its random subset (a new draw per network): "

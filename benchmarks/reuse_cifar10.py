@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
                   "| real ranking (x2) |",
                   "|---|---:|---:|---:|---|---|---:|---:|---:|"]
         nas = NASEvaluator(cfg, seed=args.seed)  # one evaluator: the real-data ranking is trained once
+        warnings: list[str] = []
         for name in args.nas_proxies:
             mem = next(v for k, v in memories.items() if k.startswith(name))
             r = nas.evaluate(mem, EvalData(test=test, train=real))
@@ -148,9 +149,9 @@ def main(argv: list[str] | None = None) -> None:
                          f"({d['best_real_test_accuracy']:.1f}) | {d['proxy_search_seconds'] / 60:.1f} min | "
                          f"{rdm.get('seconds', 0.0) / 60:.1f} min | {real_min:.1f} min |")
             print(lines[-1], flush=True)
-            for warning in d.get("warnings", []):
-                lines.append(f"\n- warning ({name}): {warning}")
+            warnings += [f"- warning ({name}): {w}" for w in d.get("warnings", [])]
             write_json(out.with_suffix(".json"), result)
+        lines += ["", *warnings] if warnings else []  # after the table: a line inside it would break it
     write_json(out.with_suffix(".json"), result)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -43,7 +43,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    "dataset's mean/std normalisation)")
     p.add_argument("--teacher-out", default="benchmarks/results/sets/dd_ranking_teacher_cifar10.pt")
     p.add_argument("--out", default="benchmarks/results/teacher_cifar10")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --teacher-out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --teacher-out and --out result")
     return p.parse_args(argv)
 
 
@@ -62,7 +62,12 @@ def encode_as(set_path: str, spec, real, test):
     if (synset.meta.get("data") or {}).get("name") not in (None, spec.name):
         raise SystemExit(f"--encoding-from {set_path}: a set of {synset.meta['data']['name']!r}, not of "
                          f"--dataset {spec.name!r}")
-    enc = Encoding.from_meta(synset.meta["encoding"], synset.tensors)
+    if "encoding" not in synset.meta:
+        raise SystemExit(f"--encoding-from {set_path}: the set records no image encoding (meta['encoding'])")
+    try:
+        enc = Encoding.from_meta(synset.meta["encoding"], synset.tensors)
+    except (KeyError, ValueError) as e:
+        raise SystemExit(f"--encoding-from {set_path}: unreadable encoding ({e})") from None
     data = load_eval_data(spec, EvalNeeds(test=True, train=True), encoding=enc, loaded=(real, test))
     return data.train, data.test
 
@@ -70,8 +75,11 @@ def encode_as(set_path: str, spec, real, test):
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     teacher_path = Path(args.teacher_out)
-    if teacher_path.exists() and not args.overwrite:
-        raise SystemExit(f"{teacher_path} exists; pass --overwrite to replace it")
+    # The result files describe the teacher file: neither is replaced without --overwrite (a forgotten --out would
+    # otherwise rewrite the committed result of another teacher).
+    for path in (teacher_path, Path(args.out).with_suffix(".json"), Path(args.out).with_suffix(".md")):
+        if path.exists() and not args.overwrite:
+            raise SystemExit(f"{path} exists; pass --overwrite to replace it (or another --teacher-out / --out)")
     import torch
 
     from ddistill.augment import build_augment

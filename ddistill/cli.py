@@ -229,7 +229,7 @@ def evaluate(synset_path: str | Path, *, evaluator: str = "classifier", override
 
     from .data import Encoding, load_eval_data
     from .distributed import init_distributed
-    from .eval_records import write_record
+    from .eval_records import data_overrides, write_record
     from .io import write_json
     from .models import EVAL_POOLS
     from .models.gnn import GNN_POOLS
@@ -279,7 +279,7 @@ def evaluate(synset_path: str | Path, *, evaluator: str = "classifier", override
         result["config"] = {**result["config"], "pool": pool}
     # So are other data than the set's own (another test split is another evaluation): the fields that differ.
     own = cfgmod.to_dict(cfgmod.from_dict(DataSpec, cfgmod.merge(DataSpec, recorded, {}), where="dataset"))
-    changed = {k: v for k, v in result["data"].items() if own.get(k) != v}
+    changed = data_overrides(own, result["data"])
     if changed:
         result["data_overrides"] = changed
     record = write_record(synset_path, result)

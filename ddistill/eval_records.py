@@ -16,7 +16,11 @@ from typing import Any
 
 from .io import atomic_write, write_json
 
-__all__ = ["record_key", "summarise", "write_record"]
+__all__ = ["data_overrides", "record_key", "summarise", "write_record"]
+
+#: DataSpec fields that say where the data are, not which data: a set scored on the same archive moved elsewhere (or
+#: read through a store of it) is the same evaluation.
+LOCATION_FIELDS = ("root", "download", "store")
 
 _COLUMNS = ("evaluator", "config_hash", "seed", "metric", "mean", "std", "n", "controls", "data", "time", "record")
 
@@ -28,6 +32,12 @@ def record_key(evaluator: str, config: dict[str, Any], seed: int, data: dict[str
     keyed: Any = config if not data else {"config": config, "data": data}
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"{evaluator}-{digest}-seed{seed}"
+
+
+def data_overrides(recorded: dict[str, Any], used: dict[str, Any]) -> dict[str, Any]:
+    """The fields of the data an evaluation used (a ``DataSpec`` as a dict) that differ from the data the set records,
+    location fields (:data:`LOCATION_FIELDS`) aside; {} for the set's own data."""
+    return {k: v for k, v in used.items() if k not in LOCATION_FIELDS and recorded.get(k) != v}
 
 
 def write_record(set_path: str | os.PathLike, record: dict[str, Any]) -> Path:

@@ -29,9 +29,9 @@ from scipy.stats import rankdata
 from torch import Tensor
 
 from ddistill.data.graph import GraphPack, pack_graph_bytes
+from ddistill.data.graph.discretise import simple_undirected
 
 from .base import close_or_below
-from ddistill.data.graph.discretise import simple_undirected
 
 #: One-number-per-graph controls (see :func:`size_features`).
 SIZE_FEATURES = ("num_nodes", "num_edges", "edge_density")

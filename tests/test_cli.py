@@ -60,21 +60,39 @@ def test_every_evaluation_is_kept_with_its_controls(tmp_path, capsys):
     assert main([*base, "evaluator.train.epochs=3"]) == 0
     assert main([*base, "evaluator.train.epochs=3", "seed=1"]) == 0
     assert main([*base, "evaluator.train.epochs=2"]) == 0  # the same evaluation again replaces its own record
-    # Other data than the set records is another evaluation; an override equal to the recorded data is not.
+    # The same data named again, or found elsewhere (root), is the same evaluation (other data: data_overrides).
     assert main([*base, "evaluator.train.epochs=2", f"dataset.root={tmp_path}"]) == 0
     assert main([*base, "evaluator.train.epochs=2", "dataset.name=digits"]) == 0
     records = sorted((synset.parent / "evaluations").glob("classifier-*.json"))
-    assert len(records) == 4
-    epochs = sorted((json.loads(p.read_text())["config"]["train"]["epochs"], json.loads(p.read_text())["seed"],
-                     json.dumps(json.loads(p.read_text()).get("data_overrides"))) for p in records)
-    assert epochs == sorted([(2, 0, "null"), (2, 0, json.dumps({"root": str(tmp_path)})), (3, 0, "null"),
-                             (3, 1, "null")])
+    assert len(records) == 3
+    epochs = sorted((json.loads(p.read_text())["config"]["train"]["epochs"], json.loads(p.read_text())["seed"])
+                    for p in records)
+    assert epochs == [(2, 0), (3, 0), (3, 1)]
+    assert not any("data_overrides" in json.loads(p.read_text()) for p in records)
     csv_rows = (synset.parent / "evaluations.csv").read_text().splitlines()
-    assert len(csv_rows) == 5 and csv_rows[0].startswith("evaluator,config_hash,seed,metric,mean,std")
+    assert len(csv_rows) == 4 and csv_rows[0].startswith("evaluator,config_hash,seed,metric,mean,std")
     assert all("random_subset=" in row for row in csv_rows[1:])
-    assert sum(f"dataset.root={tmp_path}" in row for row in csv_rows) == 1
     md = (synset.parent / "evaluations.md").read_text()
-    assert md.count("| classifier |") == 4
+    assert md.count("| classifier |") == 3
+
+
+def test_evaluations_on_other_data_are_other_records(tmp_path):
+    from ddistill.eval_records import data_overrides, record_key, summarise, write_record
+
+    own = {"name": "cifar10_jpeg", "root": "a.tar.gz", "zca": False, "classes": None, "store": None}
+    assert data_overrides(own, {**own, "root": "/elsewhere/a.tar.gz", "store": "s"}) == {}
+    assert data_overrides(own, {**own, "zca": True, "classes": [5, 6]}) == {"zca": True, "classes": [5, 6]}
+    config = {"num_models": 1}
+    assert record_key("classifier", config, 0) == record_key("classifier", config, 0, {})  # as before this field
+    assert record_key("classifier", config, 0, {"zca": True}) != record_key("classifier", config, 0)
+    (tmp_path / "synset.pt").write_bytes(b"")
+    base = {"evaluator": "classifier", "config": config, "seed": 0,
+            "evaluation": {"metric": "accuracy", "mean": 50.0, "std": 1.0, "values": [50.0]}}
+    write_record(tmp_path / "synset.pt", base)
+    write_record(tmp_path / "synset.pt", {**base, "data_overrides": {"classes": [5, 6]}})
+    assert len(list((tmp_path / "evaluations").glob("*.json"))) == 2
+    csv_rows = summarise(tmp_path)[0].read_text().splitlines()
+    assert sum("dataset.classes=[5, 6]" in row for row in csv_rows) == 1
 
 
 def test_rerun_needs_resume_and_resume_finishes(tmp_path, capsys):

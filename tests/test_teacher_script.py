@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from ddistill.classifier_file import ClassifierFileError, load_classifier
 from ddistill.data import DataSpec, Encoding, load_data
@@ -18,7 +19,11 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "teacher_cifar10.p
 
 def run_script(monkeypatch, *args: str) -> None:
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--dataset", "digits", "--epochs", "1", "--threads", "1", *args])
-    runpy.run_path(str(SCRIPT), run_name="__main__")
+    threads = torch.get_num_threads()
+    try:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)  # the script sets the process's threads: leave later tests theirs
 
 
 def test_teacher_takes_the_sets_zca(tmp_path, monkeypatch):
@@ -37,6 +42,9 @@ def test_teacher_takes_the_sets_zca(tmp_path, monkeypatch):
     run_script(monkeypatch, "--teacher-out", str(tmp_path / "plain.pt"), "--out", str(tmp_path / "plain"))
     with pytest.raises(ClassifierFileError):
         load_classifier(tmp_path / "plain.pt", encoding=enc)
+    # A result already written is never replaced without --overwrite, even for another --teacher-out.
+    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
+        run_script(monkeypatch, "--teacher-out", str(tmp_path / "other.pt"), "--out", str(tmp_path / "plain"))
 
 
 def test_encoding_from_a_file_that_is_not_a_set_is_one_line(tmp_path, monkeypatch):

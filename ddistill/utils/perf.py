@@ -18,15 +18,22 @@ from torch import nn
 from ddistill.utils.compile_rule import Workload, compile_pays, has_cxx_compiler
 
 
+class _NoCudaHomeNotice(logging.Filter):
+    """Drops only torch.utils.cpp_extension's "No CUDA runtime is found, using CUDA_HOME=..." record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
 def compiled(fn):
-    """``torch.compile(fn, dynamic=False)``, without the CUDA_HOME warning of a CPU-only machine.
+    """``torch.compile(fn, dynamic=False)``, without the CUDA_HOME notice of a CPU-only machine.
 
     Compiling on the CPU loads ``torch.utils.cpp_extension``, which logs "No CUDA runtime is found, using
-    CUDA_HOME=..." on a machine without CUDA: a warning about a GPU nobody asked for, in every log of a CPU run. It is
-    silenced only there, and only when nobody has set that logger's level."""
+    CUDA_HOME=..." on a machine without CUDA: a warning about a GPU nobody asked for, in every log of a CPU run. A
+    filter drops that one record; the logger's other messages (compiler or ABI problems) still show."""
     log = logging.getLogger("torch.utils.cpp_extension")
-    if log.level == logging.NOTSET and not torch.cuda.is_available():
-        log.setLevel(logging.ERROR)
+    if not any(isinstance(f, _NoCudaHomeNotice) for f in log.filters):
+        log.addFilter(_NoCudaHomeNotice())
     return torch.compile(fn, dynamic=False)
 
 

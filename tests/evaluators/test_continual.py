@@ -57,7 +57,8 @@ def test_the_random_memory_control_can_win(digits):
     blank = rnd(rnd.Config(ipc=3), seed=0).fit(real)
     blank.tensors["x"] = blank.x * 0
     cfg = ContinualConfig(stages=5, num_orders=1, models_per_order=1, model="convnet",
-                          model_kwargs={"depth": 2, "width": 16}, train=TrainRecipe(epochs=15, augment="none"), perf=FAST)
+                          model_kwargs={"depth": 2, "width": 16}, train=TrainRecipe(epochs=15, augment="none"),
+                          perf=FAST)
     res = ContinualEvaluator(cfg, seed=0).evaluate(blank, EvalData(train=real, test=test))
     assert res.details["gain_over_random_subset_per_stage"][-1] < -30.0
     assert any("random real subset" in w for w in res.details["warnings"])
