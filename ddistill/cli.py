@@ -142,6 +142,7 @@ def _distill_run(run: RunConfig, run_dir: Any, synth_cls: Any, synth_cfg: Any, e
     from synthesizers.callbacks import Checkpoint, JSONLLog, PeriodicEval, ProgressBar
 
     from .data import load_data, load_eval_data
+    from .eval_records import write_record
     from .io import JSONLLogger, git_sha, machine_info, write_json
 
     main = context.is_main
@@ -195,6 +196,13 @@ def _distill_run(run: RunConfig, run_dir: Any, synth_cls: Any, synth_cfg: Any, e
             results["reported_as"] = max_over_distillation(periodic.curve, res)
         logger.log(step=synset.meta.get("step"), eval=res.to_dict(), final=True)
         print(f"final: {res.report()}", flush=True)
+        # Listed with the set's later evaluations (the same evaluator config and seed: the same record key as
+        # ``ddistill evaluate`` would give it).
+        wrote.append(write_record(run_dir.file("synset.pt"), {
+            "synset": str(run_dir.file("synset.pt")), "evaluator": evaluator.name, "seed": run.seed,
+            "config": cfgmod.to_dict(evaluator.config), "data": cfgmod.to_dict(run.dataset),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"), "evaluation": res.to_dict(),
+            "by": "ddistill distill (the final evaluation)"}))
         if "reported_as" in results:
             best = results["reported_as"]["max_over_distillation"]
             print(f"  reported as max_over_distillation (not the honest score): {best['mean']:.2f} at step "

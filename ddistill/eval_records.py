@@ -3,6 +3,11 @@ evaluator, its resolved config and its seed (``<set folder>/evaluations/<evaluat
 and, when the set was evaluated on other data than it records (``dataset.*`` overrides), by those overrides too -- and
 the summaries ``evaluations.csv`` / ``evaluations.md`` beside the set list them all. An evaluation with another
 config never replaces an earlier one; the same evaluation (same config and seed) replaces its own record.
+
+Several sets may share a folder (``benchmarks/results/sets/``): a set file not named ``synset.pt`` (a run's set) keys
+its records by its file name too, so one set's evaluation never replaces another's. Every record stores the sha256 of
+the set file it scored, and the summaries say of each record whether the file is still that set (``--overwrite`` of a
+run replaces ``synset.pt`` but leaves the evaluations of the old set, which are then marked as such).
 """
 from __future__ import annotations
 
@@ -16,20 +21,27 @@ from typing import Any
 
 from .io import atomic_write, write_json
 
-__all__ = ["data_overrides", "record_key", "summarise", "write_record"]
+__all__ = ["data_overrides", "file_sha256", "record_key", "summarise", "write_record"]
 
 #: DataSpec fields that say where the data are, not which data: a set scored on the same archive moved elsewhere (or
 #: read through a store of it) is the same evaluation.
 LOCATION_FIELDS = ("root", "download", "store")
 
-_COLUMNS = ("evaluator", "config_hash", "seed", "metric", "mean", "std", "n", "controls", "data", "time", "record")
+_COLUMNS = ("evaluator", "config_hash", "seed", "metric", "mean", "std", "n", "controls", "data", "set", "time",
+            "record")
+#: The set file of a run directory: its records keep the keys they had before set names keyed records.
+RUN_SET = "synset.pt"
 
 
-def record_key(evaluator: str, config: dict[str, Any], seed: int, data: dict[str, Any] | None = None) -> str:
+def record_key(evaluator: str, config: dict[str, Any], seed: int, data: dict[str, Any] | None = None,
+               set_name: str | None = None) -> str:
     """``<evaluator>-<12 hex of the hash>-seed<seed>``, hashing the config in canonical JSON, with ``data`` (the
     ``dataset.*`` overrides of an evaluation on other data than the set's own) beside it when given: a set scored on
-    another test split is another evaluation, not a replacement. Without ``data`` the key is the config's alone."""
+    another test split is another evaluation, not a replacement. ``set_name``: the set's file name, part of the hash
+    unless it is a run's ``synset.pt``. Without either the key is the config's alone."""
     keyed: Any = config if not data else {"config": config, "data": data}
+    if set_name is not None and set_name != RUN_SET:
+        keyed = {"set": set_name, "evaluated": keyed}
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"{evaluator}-{digest}-seed{seed}"
 
@@ -43,14 +55,40 @@ def data_overrides(recorded: dict[str, Any], used: dict[str, Any]) -> dict[str, 
 def write_record(set_path: str | os.PathLike, record: dict[str, Any]) -> Path:
     """Writes ``record`` (with ``evaluator``, ``config``, ``seed`` and optionally ``data_overrides``) under its key
     and refreshes the summaries; returns the record's path."""
-    folder = Path(set_path).parent
-    key = record_key(record["evaluator"], record["config"], record["seed"], record.get("data_overrides"))
+    set_path = Path(set_path)
+    folder = set_path.parent
+    record = {**record, "set_file": set_path.name, "set_sha256": file_sha256(set_path)}
+    key = record_key(record["evaluator"], record["config"], record["seed"], record.get("data_overrides"),
+                     set_path.name)
     path = write_json(folder / "evaluations" / f"{key}.json", {**record, "key": key})
     summarise(folder)
     return path
 
 
-def _row(path: Path) -> dict[str, Any] | None:
+def file_sha256(path: str | os.PathLike) -> str | None:
+    """sha256 of a file's bytes; None when it cannot be read (a record is still written)."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _set_state(rec: dict[str, Any], folder: Path, digests: dict[str, str | None]) -> str:
+    """``<file>`` when the file is still the set the record scored, ``<file> (replaced since)`` when it is not,
+    ``<file> (not checked)`` for records written before records kept the set's digest."""
+    name = rec.get("set_file") or Path(str(rec.get("synset", RUN_SET))).name
+    if "set_sha256" not in rec:
+        return f"{name} (not checked)"
+    if name not in digests:
+        digests[name] = file_sha256(folder / name)
+    return name if digests[name] == rec["set_sha256"] else f"{name} (replaced since)"
+
+
+def _row(path: Path, digests: dict[str, str | None] | None = None) -> dict[str, Any] | None:
     try:
         rec = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -62,6 +100,7 @@ def _row(path: Path) -> dict[str, Any] | None:
             "seed": rec.get("seed"), "metric": ev.get("metric"), "mean": ev.get("mean"), "std": ev.get("std"),
             "n": len(ev.get("values") or []), "controls": _controls(ev.get("controls") or {}),
             "data": _overrides(rec.get("data_overrides") or {}),
+            "set": _set_state(rec, path.parent.parent, {} if digests is None else digests),
             "time": rec.get("time", ""), "record": str(path.relative_to(path.parent.parent))}
 
 
@@ -89,7 +128,8 @@ def _controls(controls: dict[str, Any]) -> str:
 def summarise(folder: str | os.PathLike) -> tuple[Path, Path]:
     """Rebuilds ``evaluations.csv`` and ``evaluations.md`` in ``folder`` from every record in ``folder/evaluations``."""
     folder = Path(folder)
-    rows = [r for r in (_row(p) for p in sorted((folder / "evaluations").glob("*.json"))) if r is not None]
+    digests: dict[str, str | None] = {}  # each set file hashed once per summary
+    rows = [r for r in (_row(p, digests) for p in sorted((folder / "evaluations").glob("*.json"))) if r is not None]
     buf = _io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(_COLUMNS))
     writer.writeheader()

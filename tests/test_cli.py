@@ -52,6 +52,8 @@ def test_distill_show_evaluate(tmp_path, capsys):
 def test_every_evaluation_is_kept_with_its_controls(tmp_path, capsys):
     assert main(["distill", str(_config(tmp_path)), *FAST_OVERRIDES]) == 0
     synset = tmp_path / "runs" / "cli" / "synset.pt"
+    final = list((synset.parent / "evaluations").glob("classifier-*.json"))  # the distillation's final evaluation
+    assert len(final) == 1 and json.loads(final[0].read_text())["by"].startswith("ddistill distill")
     base = ["evaluate", str(synset), "evaluator.num_models=1", "evaluator.model=mlp", "evaluator.progress=false",
             "evaluator.perf.compile=false"]
     assert main([*base, "evaluator.train.epochs=2"]) == 0
@@ -63,17 +65,17 @@ def test_every_evaluation_is_kept_with_its_controls(tmp_path, capsys):
     # The same data named again, or found elsewhere (root), is the same evaluation (other data: data_overrides).
     assert main([*base, "evaluator.train.epochs=2", f"dataset.root={tmp_path}"]) == 0
     assert main([*base, "evaluator.train.epochs=2", "dataset.name=digits"]) == 0
-    records = sorted((synset.parent / "evaluations").glob("classifier-*.json"))
+    records = sorted(set((synset.parent / "evaluations").glob("classifier-*.json")) - set(final))
     assert len(records) == 3
     epochs = sorted((json.loads(p.read_text())["config"]["train"]["epochs"], json.loads(p.read_text())["seed"])
                     for p in records)
     assert epochs == [(2, 0), (3, 0), (3, 1)]
     assert not any("data_overrides" in json.loads(p.read_text()) for p in records)
     csv_rows = (synset.parent / "evaluations.csv").read_text().splitlines()
-    assert len(csv_rows) == 4 and csv_rows[0].startswith("evaluator,config_hash,seed,metric,mean,std")
+    assert len(csv_rows) == 5 and csv_rows[0].startswith("evaluator,config_hash,seed,metric,mean,std")
     assert all("random_subset=" in row for row in csv_rows[1:])
     md = (synset.parent / "evaluations.md").read_text()
-    assert md.count("| classifier |") == 3
+    assert md.count("| classifier |") == 4
 
 
 def test_evaluations_on_other_data_are_other_records(tmp_path):
@@ -155,3 +157,18 @@ def test_max_over_distillation_is_labelled_beside_the_final_score(tmp_path, caps
     means = [p["mean"] for p in results["curve"]] + [results["evaluation"]["mean"]]
     assert best["mean"] == max(means) and "test split" in best["what"]
     assert "reported as max_over_distillation (not the honest score)" in capsys.readouterr().out
+
+
+def test_sets_sharing_a_folder_keep_their_own_records_and_a_replaced_set_is_marked(tmp_path):
+    from ddistill.eval_records import summarise, write_record
+
+    base = {"evaluator": "classifier", "config": {"num_models": 1}, "seed": 0,
+            "evaluation": {"metric": "accuracy", "mean": 50.0, "std": 1.0, "values": [50.0]}}
+    (tmp_path / "a.pt").write_bytes(b"set a")
+    (tmp_path / "b.pt").write_bytes(b"set b")
+    write_record(tmp_path / "a.pt", base)
+    write_record(tmp_path / "b.pt", base)  # the same evaluation of another set: its own record
+    assert len(list((tmp_path / "evaluations").glob("*.json"))) == 2
+    (tmp_path / "a.pt").write_bytes(b"another set a")  # e.g. distilled again with --overwrite
+    rows = summarise(tmp_path)[0].read_text().splitlines()[1:]
+    assert sum("a.pt (replaced since)" in r for r in rows) == 1 and sum(",b.pt," in r for r in rows) == 1
