@@ -320,6 +320,76 @@ def test_a_damaged_image_or_archive_is_named(tmp_path, cache):
         get_dataset("imagefolder", root=str(root), split="train", channels=2)
 
 
+def _wait_on_the_lock_of(lock: Path, stage, fill) -> Path:
+    """Plays two processes staging one cache entry: this one holds ``lock`` (the first, extracting) while a thread
+    calls ``stage`` (the second, started together, finding nothing yet); ``fill`` then completes the entry as the
+    first would. Returns what the second got."""
+    fcntl = pytest.importorskip("fcntl")
+    import threading
+    import time
+
+    got = {}
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        second = threading.Thread(target=lambda: got.update(path=stage()))
+        second.start()
+        time.sleep(0.5)
+        assert second.is_alive(), "the second extraction did not wait for the first"
+        fill()
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    second.join(30)
+    return got["path"]
+
+
+def test_an_archive_extracted_by_another_process_is_used_not_replaced(tmp_path, cache):
+    """Two runs started together on one archive (seen with two CIFAR-10 benchmarks): the one finishing last replaced
+    the folder the other was already reading, which died on a missing image. The later one now waits and keeps it."""
+    import tarfile
+
+    from ddistill.data._cache import fingerprint
+    from ddistill.data.folder import _extract_archive
+
+    archive = tmp_path / "imgs.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(_image_tree(tmp_path / "imgs"), arcname="imgs")
+    stat = archive.stat()
+    target = cache / "extracted" / fingerprint(archive.resolve(), stat.st_size, stat.st_mtime_ns)
+    in_use = target / "imgs" / "train" / "cat" / "000.png"
+
+    def first():
+        with tarfile.open(archive) as tar:
+            tar.extractall(target, filter="data")
+        (target / ".complete").touch()
+        first.inode = in_use.stat().st_ino
+
+    assert _wait_on_the_lock_of(target.parent / f".{target.name}.lock", lambda: _extract_archive(archive),
+                                first) == target
+    assert in_use.stat().st_ino == first.inode  # the folder being read was not replaced
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted([target.name, f".{target.name}.lock"])
+
+
+def test_a_tu_zip_staged_by_another_process_is_used_not_replaced(tmp_path, cache):
+    pytest.importorskip("torch_geometric")
+    from ddistill.data.graph.tu import _stage_tu, _write_marker
+
+    write_tu_zip(tmp_path / "tu")
+    raw = cache / "tu" / "MUTAG" / "raw"
+
+    def first():
+        raw.mkdir(parents=True)
+        with zipfile.ZipFile(tmp_path / "tu" / "MUTAG.zip") as zf:
+            for member in zf.namelist():
+                (raw / Path(member).name).write_bytes(zf.read(member))
+        _write_marker(raw)
+        first.inode = (raw / "MUTAG_A.txt").stat().st_ino
+
+    assert _wait_on_the_lock_of(raw.parent / ".raw.lock", lambda: _stage_tu("MUTAG", tmp_path / "tu", False),
+                                first) == raw
+    assert (raw / "MUTAG_A.txt").stat().st_ino == first.inode
+    assert sorted(p.name for p in raw.parent.iterdir()) == [".raw.lock", "raw"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 7. Divergence stops the run; the checkpoint on disk is the last good one
 # ---------------------------------------------------------------------------------------------------------------

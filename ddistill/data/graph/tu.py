@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._cache import cache_dir
+from .._cache import cache_dir, exclusive
 from .dataset import GRAPH_DATASETS, GRAPH_SPLITS, TU_FRACTIONS, GraphDataset, GraphDatasetInfo, resolve_split
 
 #: The fractions of the random stratified split of TU datasets (train, val, test).
@@ -45,30 +45,34 @@ _MARKER = ".complete.json"
 def _extract_zip(zpath: Path, raw: Path, tu_name: str) -> None:
     """Unzips the official TU zip into ``raw`` atomically: files go to a temporary folder, are checked, and the
     folder is renamed into place with a marker listing every file and its size. An interrupted or corrupt
-    extraction leaves nothing behind that a later run would trust."""
+    extraction leaves nothing behind that a later run would trust; processes staging the same dataset take turns
+    (:func:`~ddistill.data._cache.exclusive`)."""
     raw.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".raw-", dir=raw.parent))
-    try:
+    with exclusive(raw.parent / ".raw.lock"):
+        if _marker_ok(raw):
+            return  # another process extracted it while this one waited: never replace a folder in use
+        tmp = Path(tempfile.mkdtemp(prefix=".raw-", dir=raw.parent))
         try:
-            with zipfile.ZipFile(zpath) as zf:
-                # The official zips hold "NAME//NAME_A.txt": keep only base names, as PyG's download() does.
-                for member in zf.infolist():
-                    fname = Path(member.filename).name
-                    if member.is_dir() or not fname:
-                        continue
-                    with zf.open(member) as src, open(tmp / fname, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-        except (zipfile.BadZipFile, EOFError, zlib.error) as e:
-            raise ValueError(f"{zpath} is not a readable zip archive ({type(e).__name__}: {e}); replace it with the "
-                             f"official {TU_URL}/{tu_name}.zip") from None
-        _check_raw(tmp, tu_name, where=str(zpath))
-        _write_marker(tmp)
-        if raw.exists():
-            shutil.rmtree(raw)
-        os.replace(tmp, raw)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                with zipfile.ZipFile(zpath) as zf:
+                    # The official zips hold "NAME//NAME_A.txt": keep only base names, as PyG's download() does.
+                    for member in zf.infolist():
+                        fname = Path(member.filename).name
+                        if member.is_dir() or not fname:
+                            continue
+                        with zf.open(member) as src, open(tmp / fname, "wb") as dst:
+                            shutil.copyfileobj(src, dst)
+            except (zipfile.BadZipFile, EOFError, zlib.error) as e:
+                raise ValueError(f"{zpath} is not a readable zip archive ({type(e).__name__}: {e}); replace it with "
+                                 f"the official {TU_URL}/{tu_name}.zip") from None
+            _check_raw(tmp, tu_name, where=str(zpath))
+            _write_marker(tmp)
+            if raw.exists():
+                shutil.rmtree(raw)  # an interrupted or damaged extraction (its marker failed the check above)
+            os.replace(tmp, raw)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _check_raw(folder: Path, tu_name: str, *, where: str) -> None:
