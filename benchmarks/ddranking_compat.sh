@@ -2,7 +2,7 @@
 # ddistill and DD-Ranking (pip `ddranking`, v0.2.0) in one virtualenv (issue #14 item 6).
 #
 # ddranking 0.2.0 declares numpy<2.0.0 and scipy<1.16.0, while requirements.txt pins numpy 2.x / scipy 1.17. ddistill
-# itself (setup.cfg) accepts numpy>=1.23.2 / scipy>=1.10, so installing ddranking and ddistill together lets pip
+# itself (setup.cfg) accepts numpy>=1.25 / scipy>=1.10, so installing ddranking and ddistill together lets pip
 # settle on numpy 1.26 / scipy 1.15. This script does that from a fresh clone and runs the whole test suite there:
 #
 #   1. python3 -m venv VENV
