@@ -132,11 +132,18 @@ def _mine_mlxtend(transactions: Sequence[Sequence[int]], min_count: int,
     return {tuple(sorted(int(i) for i in s)): int(round(f * n)) for f, s in zip(found["support"], found["itemsets"])}
 
 
+def _mlxtend_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("pandas", "mlxtend"))
+
+
 @MINERS.register("auto")
 def _mine_auto(transactions: Sequence[Sequence[int]], min_count: int,
                max_len: int | None = None) -> dict[tuple[int, ...], int]:
     cells = len(transactions) * len(_frequent_items(transactions, min_count))
-    backend = "mlxtend" if cells <= AUTO_DENSE_CELLS else "pattern_growth"
+    # mlxtend only where it is installed (it is an optional extra with pandas); both return the same itemsets.
+    backend = "mlxtend" if cells <= AUTO_DENSE_CELLS and _mlxtend_installed() else "pattern_growth"
     return MINERS.get(backend)(transactions, min_count, max_len)
 
 

@@ -68,7 +68,8 @@ def test_gcn_ogb_model_embeds_every_label_and_classifies_graphs():
                      num_classes=3, hidden=8, layers=1)
     assert isinstance(cat.node_encoder, CategoricalEncoder) and cat.edge_encoders is None
     assert cat.convs[0].edge_const is not None
-    # the other GNNs keep their linear encoders
+    # the other GNNs keep their linear encoders (they are PyG's layers)
+    pytest.importorskip("torch_geometric")
     plain = create_gnn("gcn", node_spec={"kind": "linear", "dim": 7}, edge_spec=None, num_classes=2, hidden=8)
     assert isinstance(plain.node_encoder, LinearEncoder)
 
