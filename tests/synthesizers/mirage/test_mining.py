@@ -1,13 +1,13 @@
 """Frequent itemset mining (Mirage step 5): known answers, backends against brute force, per-class options."""
 from __future__ import annotations
 
-import importlib.util
 import random
 from itertools import combinations
 
 import pytest
 
-from synthesizers.mirage.mining import MINERS, mine_frequent_itemsets, mine_per_class, pattern_growth, resolve_support
+from synthesizers.mirage.mining import (MINERS, _mlxtend_installed, mine_frequent_itemsets, mine_per_class,
+                                        pattern_growth, resolve_support)
 
 # The FP-growth paper's example database (Han, Pei, Yin, SIGMOD 2000, Table 1), minimum support 3.
 HAN_DB = ["facdgimp", "abcflmo", "bfhjo", "bcksp", "afcelpmn"]
@@ -18,9 +18,9 @@ HAN_FREQUENT = {
 }
 
 
-_NO_MLXTEND = importlib.util.find_spec("mlxtend") is None or importlib.util.find_spec("pandas") is None
 #: every registered backend; the mlxtend one is skipped where that optional extra is not installed
-BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(b == "mlxtend" and _NO_MLXTEND, reason="mlxtend not installed"))
+BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(b == "mlxtend" and not _mlxtend_installed(),
+                                                     reason="mlxtend not installed"))
             for b in MINERS.names()]
 
 
