@@ -77,6 +77,42 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], *, b
     return path
 
 
+def move_folder_into_place(tmp: Path, out: Path, *, what: str = "folder") -> None:
+    """Renames the finished folder ``tmp`` (beside ``out``, same file system) to ``out`` without losing the old one.
+
+    A non-empty ``out`` is first moved aside, into a temporary folder beside it, and deleted only once the new folder
+    is in place; if the rename fails it is put back, or, when something else took ``out`` meanwhile, left aside and
+    named in the error. An empty ``out`` is removed first (``rename`` cannot replace a folder portably). Readers see
+    the old folder or the new one; ``out`` is briefly absent between the two renames. The caller decides beforehand
+    whether ``out`` is its to replace, and removes ``tmp`` if this raises. Failures are a :class:`WriteError` naming
+    ``what`` (e.g. "store", "export").
+    """
+    old: Path | None = None
+    try:
+        if out.exists() and any(out.iterdir()):
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, old / "previous")
+        if out.is_dir():
+            out.rmdir()
+        os.rename(tmp, out)
+    except BaseException as e:
+        kept = ""
+        if old is not None and (old / "previous").exists():
+            if out.exists():  # something else took the place meanwhile: keep the previous folder, say where
+                kept = f"; the previous {what} is kept at {old / 'previous'}"
+            else:
+                os.replace(old / "previous", out)
+        if old is not None and not kept:
+            shutil.rmtree(old, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise WriteError(f"could not move the new {what} into {out} ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}){kept}") from None
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(out.parent)
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)

@@ -390,6 +390,87 @@ def test_a_tu_zip_staged_by_another_process_is_used_not_replaced(tmp_path, cache
     assert sorted(p.name for p in raw.parent.iterdir()) == [".raw.lock", "raw"]
 
 
+def _folder_with(path: Path, text: str) -> Path:
+    path.mkdir(parents=True)
+    (path / "data.txt").write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("failure", ["none", "rename fails", "out taken meanwhile"])
+def test_a_folder_moved_into_place_never_loses_the_previous_one(tmp_path, monkeypatch, failure):
+    """The store and export writers swap a finished folder in through this one function: on success the previous
+    folder is gone and nothing is left beside it; if the rename fails the previous folder is back; if something else
+    took the place meanwhile the previous folder is kept aside and the error says where."""
+    from ddistill.io import WriteError, move_folder_into_place
+
+    out = _folder_with(tmp_path / "out", "previous")
+    new = _folder_with(tmp_path / ".out.tmp", "new")
+    rename = os.rename
+
+    def failing_rename(src, dst):
+        if Path(dst) == out:
+            if failure == "out taken meanwhile":
+                _folder_with(out, "someone else's")
+            raise OSError(28, "No space left on device")
+        rename(src, dst)
+
+    if failure == "none":
+        move_folder_into_place(new, out, what="store")
+        assert (out / "data.txt").read_text() == "new"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+        return
+    monkeypatch.setattr(os, "rename", failing_rename)
+    with pytest.raises(WriteError, match=r"could not move the new store into .*No space left on device") as e:
+        move_folder_into_place(new, out, what="store")
+    assert (new / "data.txt").read_text() == "new"  # the caller's to remove
+    if failure == "rename fails":
+        assert (out / "data.txt").read_text() == "previous"
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".out.tmp", "out"]
+    else:
+        kept = Path(str(e.value).split("the previous store is kept at ")[1])
+        assert (kept / "data.txt").read_text() == "previous"
+        assert (out / "data.txt").read_text() == "someone else's"
+
+
+def test_a_failed_export_or_store_swap_keeps_the_previous_folder(tmp_path, monkeypatch, digits):
+    """Both writers go through :func:`move_folder_into_place`: a rename that fails (a full disk, say) leaves the
+    previous store and the previous export as they were, and no temporary folder beside them."""
+    import numpy as np
+
+    from ddistill.data.store import StoreWriter
+    from ddistill.interop import export_set
+    from ddistill.io import WriteError
+    from synthesizers import SYNTHESIZERS
+
+    cls = SYNTHESIZERS.get("random")
+    synset = cls(cls.Config(ipc=1), seed=0).fit(digits[0])
+    store, export = tmp_path / "store", tmp_path / "export"
+
+    def write_store(value):
+        with StoreWriter(store, class_names=["a", "b"], counts=[1, 1], channels=3, resolution=8,
+                         overwrite=True) as w:
+            w.append(np.full((2, 3, 8, 8), value, dtype=np.uint8))
+            w.commit()
+
+    write_store(0)
+    export_set(synset, "png", export)
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    rename = os.rename
+
+    def failing_rename(src, dst):
+        if Path(dst) in (store, export):
+            raise OSError(28, "No space left on device")
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", failing_rename)
+    with pytest.raises(WriteError, match="could not move the new store into"):
+        write_store(1)
+    with pytest.raises(WriteError, match="could not move the new export into"):
+        export_set(synset, "ddranking", export, overwrite=True)
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "store"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 7. Divergence stops the run; the checkpoint on disk is the last good one
 # ---------------------------------------------------------------------------------------------------------------

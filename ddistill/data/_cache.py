@@ -4,7 +4,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -39,3 +41,32 @@ def exclusive(lock: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def build_once(target: Path, *, complete: Callable[[Path], bool], fill: Callable[[Path], None]) -> Path:
+    """Builds the cache folder ``target`` once, atomically, and returns it.
+
+    ``fill(tmp)`` writes the folder's files, checks them and writes the completion marker that ``complete(folder)``
+    looks for, in a temporary folder beside ``target``; the temporary folder is renamed to ``target`` only when
+    ``fill`` returned, so an interrupted or failed build leaves nothing a later run would trust (the temporary
+    folder is removed). Processes building the same entry take turns (:func:`exclusive` on
+    ``.<name>.lock`` beside it), and one that waited reuses the entry the other finished instead of replacing a
+    folder that process may be reading. A ``target`` without a valid marker (an interrupted build of an older
+    version) is replaced: it is a cache entry, never a user's folder.
+    """
+    if complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(target.parent / f".{target.name}.lock"):
+        if complete(target):
+            return target  # another process built it while this one waited
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            fill(tmp)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target

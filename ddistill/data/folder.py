@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tarfile
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from torch import Tensor
 
 from ..utils.progress import progress_bar
 from ..io import atomic_torch_save
-from ._cache import cache_dir, exclusive, fingerprint
+from ._cache import build_once, cache_dir, fingerprint
 from .image import DATASETS, MEAN_STD, _channel_stats, _check_split
 from .info import DatasetInfo, ImageData
 
@@ -30,36 +28,26 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".
 
 
 def _extract_archive(path: Path) -> Path:
-    """Extracts a ``.tar``/``.tar.gz`` once into the cache, atomically: members go to a temporary folder that is
-    renamed into place only when the whole archive was read, so an interrupted or corrupt extraction is never
-    reused; processes extracting the same archive take turns (:func:`exclusive`). A damaged archive is an error
-    naming it."""
+    """Extracts a ``.tar``/``.tar.gz`` once into the cache, atomically (:func:`~ddistill.data._cache.build_once`):
+    members go to a temporary folder that is renamed into place only when the whole archive was read, so an
+    interrupted or corrupt extraction is never reused; processes extracting the same archive take turns. A damaged
+    archive is an error naming it."""
     stat = path.stat()
     target = cache_dir() / "extracted" / fingerprint(path.resolve(), stat.st_size, stat.st_mtime_ns)
-    if (target / ".complete").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive(target.parent / f".{target.name}.lock"):
-        if (target / ".complete").exists():
-            return target  # another process extracted it while this one waited: never replace a folder in use
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+
+    def extract(tmp: Path) -> None:
         try:
-            try:
-                with tarfile.open(path) as tar:
-                    members = tar.getmembers()
-                    for m in progress_bar(members, desc=f"extracting {path.name}", unit="file", leave=False):
-                        tar.extract(m, tmp, filter="data")
-            except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-                raise ValueError(f"{path} is not a readable archive ({type(e).__name__}: {e}); it is truncated or "
-                                 f"damaged: replace it") from None
-            (tmp / ".complete").touch()
-            if target.exists():
-                shutil.rmtree(target)  # a folder without the marker: left by a version that extracted in place
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return target
+            with tarfile.open(path) as tar:
+                members = tar.getmembers()
+                for m in progress_bar(members, desc=f"extracting {path.name}", unit="file", leave=False):
+                    tar.extract(m, tmp, filter="data")
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            raise ValueError(f"{path} is not a readable archive ({type(e).__name__}: {e}); it is truncated or "
+                             f"damaged: replace it") from None
+        (tmp / ".complete").touch()
+
+    # A folder without the marker was left by an interrupted run or a version that extracted in place: rebuilt.
+    return build_once(target, complete=lambda folder: (folder / ".complete").exists(), fill=extract)
 
 
 def _resolve_folder_root(root: str | None, name: str) -> Path:

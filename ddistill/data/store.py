@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..io import move_folder_into_place
 from ..utils.progress import progress_bar
 from .classes import class_lookup, select_classes
 from .encoding import Encoding
@@ -521,27 +522,8 @@ class StoreWriter:
         return self.out
 
     def _move_into_place(self) -> None:
-        out = self.out
-        _check_destination(out, self.overwrite)  # again: another process may have written there meanwhile
-        old = None
-        if out.exists() and any(out.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "store")
-        try:
-            if out.is_dir():  # an empty folder: rename() cannot replace it portably
-                out.rmdir()
-            os.rename(self.tmp, out)
-        except OSError as e:
-            kept = ""
-            if old is not None:
-                if out.exists():  # something else took the place meanwhile: keep the old store, say where
-                    kept = f"; the previous store is kept at {old / 'store'}"
-                else:
-                    os.replace(old / "store", out)
-                    shutil.rmtree(old, ignore_errors=True)
-            raise ValueError(f"could not move the new store into {out} ({type(e).__name__}: {e}){kept}") from None
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _check_destination(self.out, self.overwrite)  # again: another process may have written there meanwhile
+        move_folder_into_place(self.tmp, self.out, what="store")
 
     def abort(self) -> None:
         """Removes the temporary folder (nothing is written at ``out_dir``)."""

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..data.encoding import Encoding
 from ..data.info import DatasetInfo
-from ..io import WriteError, apply_umask
+from ..io import WriteError, _fsync_dir, apply_umask, move_folder_into_place
 from ..registry import Registry
 from ..synset import SyntheticSet, SyntheticSetError
 
@@ -522,7 +522,6 @@ def write_folder(out: str | os.PathLike, fill: Callable[[Path], None], *, overwr
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     except OSError as e:
         raise WriteError(f"could not create a folder beside {out}: {_first_line(e)}") from None
-    old: Path | None = None
     try:
         fill(tmp)
         mask = os.umask(0)
@@ -532,40 +531,14 @@ def write_folder(out: str | os.PathLike, fill: Callable[[Path], None], *, overwr
             _fsync_dir(folder)
         for file in (p for p in tmp.rglob("*") if p.is_file()):
             apply_umask(file)
-        if out.exists():
-            if any(out.iterdir()):
-                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-                os.replace(out, old / "previous")
-            else:
-                out.rmdir()
-        os.replace(tmp, out)
-        _fsync_dir(out.parent)
+        move_folder_into_place(tmp, out, what="export")
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and (old / "previous").exists() and not out.exists():
-            os.replace(old / "previous", out)  # put the previous export back
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
         if isinstance(e, OSError) and not isinstance(e, WriteError):
             raise WriteError(f"could not write {out}: {_first_line(e)}; the previous folder, if any, is unchanged") \
                 from None
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return out
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def check_export_record(folder: Path, target: Target, fmt: str) -> dict[str, Any] | None:

@@ -4,9 +4,7 @@ files are parsed with PyG's ``read_tu_data`` on every load (no pickled cache tha
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -14,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .._cache import cache_dir, exclusive
+from .._cache import build_once, cache_dir
 from .dataset import GRAPH_DATASETS, GRAPH_SPLITS, TU_FRACTIONS, GraphDataset, GraphDatasetInfo, resolve_split
 
 #: The fractions of the random stratified split of TU datasets (train, val, test).
@@ -43,36 +41,29 @@ _MARKER = ".complete.json"
 
 
 def _extract_zip(zpath: Path, raw: Path, tu_name: str) -> None:
-    """Unzips the official TU zip into ``raw`` atomically: files go to a temporary folder, are checked, and the
-    folder is renamed into place with a marker listing every file and its size. An interrupted or corrupt
-    extraction leaves nothing behind that a later run would trust; processes staging the same dataset take turns
-    (:func:`~ddistill.data._cache.exclusive`)."""
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive(raw.parent / ".raw.lock"):
-        if _marker_ok(raw):
-            return  # another process extracted it while this one waited: never replace a folder in use
-        tmp = Path(tempfile.mkdtemp(prefix=".raw-", dir=raw.parent))
+    """Unzips the official TU zip into ``raw`` atomically (:func:`~ddistill.data._cache.build_once`): files go to a
+    temporary folder, are checked, and the folder is renamed into place with a marker listing every file and its
+    size. An interrupted or corrupt extraction leaves nothing behind that a later run would trust; processes
+    staging the same dataset take turns."""
+
+    def extract(tmp: Path) -> None:
         try:
-            try:
-                with zipfile.ZipFile(zpath) as zf:
-                    # The official zips hold "NAME//NAME_A.txt": keep only base names, as PyG's download() does.
-                    for member in zf.infolist():
-                        fname = Path(member.filename).name
-                        if member.is_dir() or not fname:
-                            continue
-                        with zf.open(member) as src, open(tmp / fname, "wb") as dst:
-                            shutil.copyfileobj(src, dst)
-            except (zipfile.BadZipFile, EOFError, zlib.error) as e:
-                raise ValueError(f"{zpath} is not a readable zip archive ({type(e).__name__}: {e}); replace it with "
-                                 f"the official {TU_URL}/{tu_name}.zip") from None
-            _check_raw(tmp, tu_name, where=str(zpath))
-            _write_marker(tmp)
-            if raw.exists():
-                shutil.rmtree(raw)  # an interrupted or damaged extraction (its marker failed the check above)
-            os.replace(tmp, raw)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            with zipfile.ZipFile(zpath) as zf:
+                # The official zips hold "NAME//NAME_A.txt": keep only base names, as PyG's download() does.
+                for member in zf.infolist():
+                    fname = Path(member.filename).name
+                    if member.is_dir() or not fname:
+                        continue
+                    with zf.open(member) as src, open(tmp / fname, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+        except (zipfile.BadZipFile, EOFError, zlib.error) as e:
+            raise ValueError(f"{zpath} is not a readable zip archive ({type(e).__name__}: {e}); replace it with "
+                             f"the official {TU_URL}/{tu_name}.zip") from None
+        _check_raw(tmp, tu_name, where=str(zpath))
+        _write_marker(tmp)
+
+    # A folder whose marker fails the check (an interrupted or damaged extraction) is rebuilt.
+    build_once(raw, complete=_marker_ok, fill=extract)
 
 
 def _check_raw(folder: Path, tu_name: str, *, where: str) -> None:
