@@ -22,7 +22,7 @@ from typing import IO, Any, Callable, Sequence
 import torch
 
 __all__ = ["ArtifactError", "JSONLLogger", "WriteError", "remove_stale_temporaries", "apply_umask", "atomic_torch_save", "atomic_write", "git_sha",
-           "load_artifact", "machine_info", "save_artifact", "write_json"]
+           "fsync_dir", "load_artifact", "machine_info", "move_folder_into_place", "save_artifact", "write_json"]
 
 
 class ArtifactError(ValueError):
@@ -65,7 +65,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], *, b
             os.fsync(f.fileno())
         apply_umask(tmp)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)  # the rename itself survives a power loss only once the folder is synced
+        fsync_dir(path.parent)  # the rename itself survives a power loss only once the folder is synced
     except (OSError, RuntimeError) as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -110,10 +110,12 @@ def move_folder_into_place(tmp: Path, out: Path, *, what: str = "folder") -> Non
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Syncs a folder's entries (a rename in it survives a power loss only then); a no-op where folders cannot be
+    opened or synced."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

@@ -516,9 +516,8 @@ class StoreWriter:
         for name in (LABELS_FILE, META_FILE):
             _fsync(self.tmp / name)
         os.chmod(self.tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
-        self._move_into_place()
+        self._move_into_place()  # syncs the parent folder too
         self.committed = True
-        _fsync(self.out.parent)
         return self.out
 
     def _move_into_place(self) -> None:

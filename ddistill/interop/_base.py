@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..data.encoding import Encoding
 from ..data.info import DatasetInfo
-from ..io import WriteError, _fsync_dir, apply_umask, move_folder_into_place
+from ..io import WriteError, fsync_dir, apply_umask, move_folder_into_place
 from ..registry import Registry
 from ..synset import SyntheticSet, SyntheticSetError
 
@@ -528,7 +528,7 @@ def write_folder(out: str | os.PathLike, fill: Callable[[Path], None], *, overwr
         os.umask(mask)
         for folder in [tmp, *[p for p in tmp.rglob("*") if p.is_dir()]]:
             os.chmod(folder, 0o777 & ~mask)
-            _fsync_dir(folder)
+            fsync_dir(folder)
         for file in (p for p in tmp.rglob("*") if p.is_file()):
             apply_umask(file)
         move_folder_into_place(tmp, out, what="export")
