@@ -466,6 +466,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         load_plugins()
         args.func(args)
+        # Under torchrun every rank gets here when the command succeeded on all of them: leave the process group
+        # now rather than at interpreter exit (where gloo can abort a finished run; see shutdown_distributed).
+        from .distributed import shutdown_distributed
+
+        shutdown_distributed()
     except BrokenPipeError:
         # The reader went away (``ddistill show ... | head``): not an error; silence the flush at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)

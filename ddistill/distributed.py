@@ -165,6 +165,21 @@ def init_distributed(device: str = "cpu", *, timeout: datetime.timedelta = DEFAU
     return Distributed.current(), device
 
 
+def shutdown_distributed() -> None:
+    """Leaves the process group that :func:`init_distributed` joined, once the run has finished on every rank.
+
+    A barrier first, so no rank closes its connections while another still exchanges data with it; then
+    ``destroy_process_group``, which joins gloo's (or NCCL's) worker threads while the interpreter is still whole. A
+    process that exits with the group still alive leaves those threads to interpreter finalisation, where torch can
+    abort with "terminate called without an active exception" (exit -6) after all the work was done
+    (pytorch/pytorch#190489). Call it on the success path only: after a failure on one rank, the others would wait at
+    the barrier. A no-op without a process group.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 class GlobalBatchNorm(torch.nn.Module):
     """A batch-norm layer in training mode whose statistics are those of the union of every rank's batch, so a
     batch split over ranks is normalised exactly as one process normalises the whole batch (up to float rounding).

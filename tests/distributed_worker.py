@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ddistill.data import load_real  # noqa: E402
-from ddistill.distributed import init_distributed  # noqa: E402
+from ddistill.distributed import init_distributed, shutdown_distributed  # noqa: E402
 from ddistill.utils.perf import PerfConfig  # noqa: E402
 
 FAST = PerfConfig(channels_last=False, bf16=False, compile=False, threads=1)
@@ -224,11 +224,7 @@ def main() -> None:
         result = _classifier()
     if context.is_main:
         torch.save({**result, "world_size": torch.tensor(context.world_size)}, out / "result.pt")
-    if context.enabled:
-        # Every rank reaches this point before any tears its group down: tearing down while the other rank still has
-        # gloo traffic in flight once aborted rank 0 ("terminate called without an active exception", exit -6).
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    shutdown_distributed()  # what the CLI does at the end of a command (barrier, then destroy the group)
 
 
 if __name__ == "__main__":

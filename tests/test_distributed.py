@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ import torch
 from ddistill.distributed import Distributed
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
+TEARDOWN_ABORT = "terminate called without an active exception"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,14 +40,26 @@ def _run(case: str, out: Path, *, procs: int, extra: tuple[str, ...] = ()) -> di
                                                            "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     args = [str(WORKER), case, str(out), *extra]
-    if procs > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_addr",
-               "127.0.0.1", "--master_port", str(_free_port()), *args]
-    else:
-        cmd = [sys.executable, *args]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return torch.load(out / "result.pt", weights_only=True)
+    result = out / "result.pt"
+    for attempt in (1, 2):
+        if procs > 1:  # a new port for each attempt: the last one may still be held by the aborted run
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_addr",
+                   "127.0.0.1", "--master_port", str(_free_port()), *args]
+        else:
+            cmd = [sys.executable, *args]
+        result.unlink(missing_ok=True)
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        log = done.stdout[-3000:] + done.stderr[-3000:]
+        # Rarely (once in the suite's history, not reproduced in 40 runs of the same case), a rank that had written
+        # its result and left the process group aborted inside torch's teardown ("terminate called without an
+        # active exception", exit -6). That is torch's, not what these tests compare; the case runs once more and
+        # must then succeed. Any other failure, or an abort before the result exists, fails at once.
+        if done.returncode != 0 and attempt == 1 and procs > 1 and TEARDOWN_ABORT in log and result.exists():
+            warnings.warn(f"{case}: a rank aborted in torch's teardown after writing its result; ran again")
+            continue
+        break
+    assert done.returncode == 0, log
+    return torch.load(result, weights_only=True)
 
 
 def test_owned_splits_every_item_once():
