@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--nas-proxies", nargs="+", default=["DataDAM"], choices=["DataDAM", "random"],
                    help="proxies scored by NAS; the evaluator's random_subset control already scores a random real "
                         "proxy of the set's counts beside each (add 'random' for the fixed random set as a proxy too)")
+    p.add_argument("--nas-random-draws", type=int, default=1,
+                   help="random real proxies the NAS control draws (each a full proxy search); its spread is theirs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args(argv)
@@ -121,13 +123,15 @@ def main(argv: list[str] | None = None) -> None:
     if "nas" not in args.skip:
         cfg = NASConfig(num_architectures=args.archs, proxy=TrainRecipe(epochs=args.proxy_epochs),
                         real=TrainRecipe(epochs=args.real_epochs, augment="none"),
-                        real_train_size=args.real_train_size, val_size=5000, progress=False)
+                        real_train_size=args.real_train_size, val_size=5000, progress=False,
+                        random_subset_draws=args.nas_random_draws)
         result["nas"]["protocol"] = (f"{args.archs} of the 720 DC ConvNets (seeded sample), proxy {args.proxy_epochs} "
                                      f"epochs with DSA, real {args.real_epochs} epochs on {args.real_train_size} "
                                      "images, 5000 held-out validation images")
         lines += [f"\n## NAS ({result['nas']['protocol']})\n",
                   "Controls beside each proxy, same architectures, validation split and budget: *random proxy* = a "
-                  "random real subset with the proxy's per-class counts (the proxy to beat); *real vs real* = the "
+                  f"random real subset with the proxy's per-class counts (the proxy to beat; {args.nas_random_draws} "
+                  "draw(s): mean ± std over the draws); *real vs real* = the "
                   "Spearman between two real rankings with other seeds (the ceiling for any proxy).\n",
                   "| proxy | Spearman | random proxy (control) | real vs real (ceiling) | selected arch "
                   "(real-trained test %) | best by real val (test %) | proxy search | its random-proxy control "
@@ -135,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
                   "|---|---:|---:|---:|---|---|---:|---:|---:|"]
         nas = NASEvaluator(cfg, seed=args.seed)  # one evaluator: the real-data ranking is trained once
         warnings: list[str] = []
+        notes: list[str] = []
         for name in args.nas_proxies:
             mem = next(v for k, v in memories.items() if k.startswith(name))
             r = nas.evaluate(mem, EvalData(test=test, train=real))
@@ -143,15 +148,19 @@ def main(argv: list[str] | None = None) -> None:
             c = d.get("controls", {})
             rdm, ceil = c.get("random_subset", {}), c.get("real_repeat", {})
             real_min = (d["cost"]["real_seconds"] + ceil.get("seconds", 0.0)) / 60
-            lines.append(f"| {name} | {r.values[0]:.3f} | {rdm.get('mean', float('nan')):.3f} | "
+            spread = f" ± {rdm['std']:.3f}" if "std" in rdm else ""
+            lines.append(f"| {name} | {r.values[0]:.3f} | {rdm.get('mean', float('nan')):.3f}{spread} | "
                          f"{ceil.get('mean', float('nan')):.3f} | {d['selected']} "
                          f"({d['selected_real_test_accuracy']:.1f}) | {d['best_by_real_val']} "
                          f"({d['best_real_test_accuracy']:.1f}) | {d['proxy_search_seconds'] / 60:.1f} min | "
                          f"{rdm.get('seconds', 0.0) / 60:.1f} min | {real_min:.1f} min |")
             print(lines[-1], flush=True)
+            if "draws" in rdm:
+                notes.append(f"- {name}'s random-proxy draws (Spearman each): "
+                             + ", ".join(f"{x['spearman']:.3f}" for x in rdm["draws"]))
             warnings += [f"- warning ({name}): {w}" for w in d.get("warnings", [])]
             write_json(out.with_suffix(".json"), result)
-        lines += ["", *warnings] if warnings else []  # after the table: a line inside it would break it
+        lines += ["", *notes, *warnings] if notes or warnings else []  # after the table: inside, it would break it
     write_json(out.with_suffix(".json"), result)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -14,7 +14,9 @@ Controls (``controls``), on the same architectures, validation split and budget:
   truth better than the ground truth agrees with itself);
 - ``random_subset``: a random real subset with the proxy's per-class counts (drawn from the real training part, never
   the validation split), trained with the proxy's recipe and the proxy's initialisations: the proxy a distilled set
-  must beat.
+  must beat. ``random_subset_draws`` subsets are drawn (other images each time, the same initialisations): the
+  control is their mean Spearman, with their std as its spread (one ranking of a few architectures moves by whole
+  swaps, so a single draw says little).
 
 The cost is reported beside them: seconds of the proxy search, of the real search, and their ratio.
 """
@@ -81,6 +83,7 @@ class NASConfig:
         real_train_size: real training images used for the real runs (0 = all but validation).
         val_size: real training images held out for validation.
         controls: ``real_repeat`` and/or ``random_subset`` (see the module docstring); [] = none.
+        random_subset_draws: random subsets the ``random_subset`` control draws (each a full proxy search).
         perf: speed settings.
         progress: progress bars (drawn only on a terminal).
     """
@@ -92,10 +95,14 @@ class NASConfig:
     real_train_size: int = 0
     val_size: int = 5000
     controls: list[str] = field(default_factory=lambda: list(CONTROLS))
+    random_subset_draws: int = 1
     perf: PerfConfig = field(default_factory=PerfConfig)
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if isinstance(self.random_subset_draws, bool) or not isinstance(self.random_subset_draws, int) \
+                or self.random_subset_draws < 1:
+            raise ValueError(f"random_subset_draws must be an integer >= 1, got {self.random_subset_draws!r}")
         if isinstance(self.proxy.lr, str) or isinstance(self.real.lr, str):
             raise ValueError("the NAS evaluator needs numeric proxy.lr and real.lr")
         bad = [c for c in self.controls if c not in CONTROLS]
@@ -247,17 +254,27 @@ class NASEvaluator(Evaluator):
     def _random_subset(self, synset: SyntheticSet, real: RealData, train_idx: torch.Tensor, archs: list[dict[str, Any]],
                        fit: Any, x_val: torch.Tensor, y_val: torch.Tensor, augment: Any, perf: PerfConfig,
                        real_acc: list[float]) -> dict[str, Any]:
-        """The proxy a distilled set must beat: random real training images with the set's per-class counts (one
-        draw, from the training part only), each architecture trained with the proxy recipe and the proxy's init."""
+        """The proxy a distilled set must beat: random real training images with the set's per-class counts (drawn
+        from the training part only, ``random_subset_draws`` times), each architecture trained with the proxy recipe
+        and the proxy's init. ``mean``: the mean Spearman over the draws; ``std`` (several draws): their population
+        std; ``proxy_val_accuracy``: the first draw's accuracies (one list per draw in ``draws``)."""
         y = synset.y if synset.y.dim() == 1 else synset.y.argmax(1)
         counts = torch.bincount(y.cpu(), minlength=real.num_classes).tolist()
         pool = real.subset(train_idx)
-        gen = make_generator(derive_seed(self.seed, SUBSET_STREAM))
-        idx = torch.cat([pool.sample_indices(c, n, gen, strict=True) for c, n in enumerate(counts) if n])
-        x, labels = pool.x[idx], pool.y[idx]
         start = time.perf_counter()
-        acc = self.dist.map(archs, lambda i, arch: 100.0 * accuracy(
-            fit(i, arch, x, labels, self.config.proxy, augment, PROXY_STREAM), x_val, y_val, perf=perf))
-        return {"mean": spearman(acc, real_acc), "proxy_val_accuracy": acc, "seconds": time.perf_counter() - start,
-                "size": int(idx.numel()),
-                "what": "random real subset with the set's per-class counts, proxy recipe and inits"}
+        draws: list[dict[str, Any]] = []
+        for k in range(self.config.random_subset_draws):
+            # Draw 0 keeps the stream of the one-draw control (its earlier results stay reproducible).
+            gen = make_generator(derive_seed(self.seed, SUBSET_STREAM, *((k,) if k else ())))
+            idx = torch.cat([pool.sample_indices(c, n, gen, strict=True) for c, n in enumerate(counts) if n])
+            x, labels = pool.x[idx], pool.y[idx]
+            acc = self.dist.map(archs, lambda i, arch: 100.0 * accuracy(
+                fit(i, arch, x, labels, self.config.proxy, augment, PROXY_STREAM), x_val, y_val, perf=perf))
+            draws.append({"spearman": spearman(acc, real_acc), "proxy_val_accuracy": acc})
+        rhos = np.array([d["spearman"] for d in draws])
+        out: dict[str, Any] = {"mean": float(rhos.mean()), "proxy_val_accuracy": draws[0]["proxy_val_accuracy"],
+                               "seconds": time.perf_counter() - start, "size": int(idx.numel()),
+                               "what": "random real subset with the set's per-class counts, proxy recipe and inits"}
+        if len(draws) > 1:
+            out.update(std=float(rhos.std()), draws=draws)
+        return out

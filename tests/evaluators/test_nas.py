@@ -1,4 +1,6 @@
 import dataclasses
+
+import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
@@ -46,6 +48,27 @@ def test_nas_on_digits(digits):
     assert alone.values == res.values and "controls" not in alone.details
     with pytest.raises(ValueError, match="needs the real training split"):
         NASEvaluator(cfg).evaluate(proxy, test)
+
+
+def test_nas_random_subset_control_draws_several_subsets(digits):
+    real, test = digits
+    rnd = SYNTHESIZERS.get("random")
+    proxy = rnd(rnd.Config(ipc=3), seed=0).fit(real)
+    space = {"width": [8, 16], "depth": [1, 2], "act": ["relu"], "norm": ["instancenorm"], "pool": ["avgpooling"]}
+    cfg = NASConfig(space=space, num_architectures=4, proxy=TrainRecipe(epochs=3, augment="none"),
+                    real=TrainRecipe(epochs=1, augment="none"), val_size=200, perf=FAST, controls=["random_subset"])
+    data = EvalData(test=test, train=real)
+    one = NASEvaluator(cfg, seed=0).evaluate(proxy, data).details["controls"]["random_subset"]
+    three = NASEvaluator(dataclasses.replace(cfg, random_subset_draws=3), seed=0).evaluate(proxy, data)
+    c = three.details["controls"]["random_subset"]
+    rhos = [d["spearman"] for d in c["draws"]]
+    assert len(rhos) == 3 and "draws" not in one and "std" not in one
+    # Draw 0 is the one-draw control (same stream); the others draw other images, so their accuracies differ.
+    assert c["draws"][0]["proxy_val_accuracy"] == one["proxy_val_accuracy"] and rhos[0] == one["mean"]
+    assert c["draws"][1]["proxy_val_accuracy"] != c["draws"][0]["proxy_val_accuracy"]
+    assert c["mean"] == pytest.approx(sum(rhos) / 3) and c["std"] == pytest.approx(float(np.std(rhos)))
+    with pytest.raises(ValueError, match="random_subset_draws must be an integer >= 1"):
+        NASConfig(random_subset_draws=0)
 
 
 def test_nas_real_ranking_is_trained_once_per_evaluator(digits, monkeypatch):
