@@ -7,7 +7,9 @@ unchanged within noise there (see ``benchmarks/results/eval_throughput.md``).
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterator
@@ -18,11 +20,27 @@ from torch import nn
 from ddistill.utils.compile_rule import Workload, compile_pays, has_cxx_compiler
 
 
+_CUDA_HOME_NOTICE = "No CUDA runtime is found"
+
+
 class _NoCudaHomeNotice(logging.Filter):
     """Drops only torch.utils.cpp_extension's "No CUDA runtime is found, using CUDA_HOME=..." record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("No CUDA runtime is found")
+        return not str(record.msg).startswith(_CUDA_HOME_NOTICE)
+
+
+def _import_cpp_extension_without_notice() -> None:
+    """Imports ``torch.utils.cpp_extension`` (which inductor loads to compile on the CPU) with its CUDA_HOME notice
+    dropped. torch 2.5 and 2.6 print that notice to stderr when the module is imported (torch 2.14 logs it, and the
+    logger filter drops it), so the import's stderr is captured and everything but that line is written back."""
+    if "torch.utils.cpp_extension" in sys.modules:
+        return
+    captured = io.StringIO()
+    with contextlib.redirect_stderr(captured):
+        import torch.utils.cpp_extension  # noqa: F401
+    sys.stderr.write("".join(line for line in captured.getvalue().splitlines(keepends=True)
+                             if not line.startswith(_CUDA_HOME_NOTICE)))
 
 
 def compiled(fn):
@@ -34,6 +52,7 @@ def compiled(fn):
     log = logging.getLogger("torch.utils.cpp_extension")
     if not any(isinstance(f, _NoCudaHomeNotice) for f in log.filters):
         log.addFilter(_NoCudaHomeNotice())
+    _import_cpp_extension_without_notice()
     return torch.compile(fn, dynamic=False)
 
 
