@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from . import config as cfgmod
 from .data import DataSpec
@@ -492,5 +492,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def entry() -> NoReturn:
+    """The ``ddistill`` command and ``python -m ddistill.cli``: :func:`main`, then the exit a torchrun rank needs
+    (:func:`ddistill.distributed.exit_process`). Code that calls :func:`main` itself keeps its process."""
+    from .distributed import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

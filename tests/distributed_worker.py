@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ddistill.data import load_real  # noqa: E402
-from ddistill.distributed import init_distributed, shutdown_distributed  # noqa: E402
+from ddistill.distributed import exit_process, init_distributed, shutdown_distributed  # noqa: E402
 from ddistill.utils.perf import PerfConfig  # noqa: E402
 
 FAST = PerfConfig(channels_last=False, bf16=False, compile=False, threads=1)
@@ -229,3 +229,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    exit_process(0)  # and how the CLI ends: a torchrun rank skips interpreter finalisation
