@@ -27,13 +27,19 @@ def test_spearman_against_scipy_and_by_hand():
     assert spearman(x, y) == pytest.approx(0.8)
 
 
+def _random_proxy_and_config(real, *, ipc: int, num_architectures: int, proxy_epochs: int, **kwargs):
+    """A random real proxy of ``ipc`` images per class and a NAS config over 4 small ConvNets (1 real epoch)."""
+    rnd = SYNTHESIZERS.get("random")
+    proxy = rnd(rnd.Config(ipc=ipc), seed=0).fit(real)
+    space = {"width": [8, 16], "depth": [1, 2], "act": ["relu"], "norm": ["instancenorm"], "pool": ["avgpooling"]}
+    cfg = NASConfig(space=space, num_architectures=num_architectures, proxy=TrainRecipe(epochs=proxy_epochs,
+                    augment="none"), real=TrainRecipe(epochs=1, augment="none"), val_size=200, perf=FAST, **kwargs)
+    return proxy, cfg
+
+
 def test_nas_on_digits(digits):
     real, test = digits
-    rnd = SYNTHESIZERS.get("random")
-    proxy = rnd(rnd.Config(ipc=5), seed=0).fit(real)
-    space = {"width": [8, 16], "depth": [1, 2], "act": ["relu"], "norm": ["instancenorm"], "pool": ["avgpooling"]}
-    cfg = NASConfig(space=space, num_architectures=3, proxy=TrainRecipe(epochs=5, augment="none"),
-                    real=TrainRecipe(epochs=1, augment="none"), val_size=200, perf=FAST)
+    proxy, cfg = _random_proxy_and_config(real, ipc=5, num_architectures=3, proxy_epochs=5)
     res = NASEvaluator(cfg, seed=0).evaluate(proxy, EvalData(test=test, train=real))
     d = res.details
     assert res.metric == "spearman" and -1.0 <= res.values[0] <= 1.0
@@ -52,11 +58,7 @@ def test_nas_on_digits(digits):
 
 def test_nas_random_subset_control_draws_several_subsets(digits):
     real, test = digits
-    rnd = SYNTHESIZERS.get("random")
-    proxy = rnd(rnd.Config(ipc=3), seed=0).fit(real)
-    space = {"width": [8, 16], "depth": [1, 2], "act": ["relu"], "norm": ["instancenorm"], "pool": ["avgpooling"]}
-    cfg = NASConfig(space=space, num_architectures=4, proxy=TrainRecipe(epochs=3, augment="none"),
-                    real=TrainRecipe(epochs=1, augment="none"), val_size=200, perf=FAST, controls=["random_subset"])
+    proxy, cfg = _random_proxy_and_config(real, ipc=3, num_architectures=4, proxy_epochs=3, controls=["random_subset"])
     data = EvalData(test=test, train=real)
     one = NASEvaluator(cfg, seed=0).evaluate(proxy, data).details["controls"]["random_subset"]
     three = NASEvaluator(dataclasses.replace(cfg, random_subset_draws=3), seed=0).evaluate(proxy, data)
