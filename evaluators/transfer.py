@@ -51,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
@@ -71,9 +72,9 @@ from ddistill.utils.train import TrainRecipe, accuracy, criterion_for, predict, 
 
 from .base import EVALUATORS, EvalResult, Evaluator, resolve_model
 
-__all__ = ["CONTROLS", "PRETRAIN_PRECISIONS", "PRETRAIN_RECIPES", "PretrainRecipe", "TransferConfig",
-           "TransferEvaluator", "default_targets", "prepare_downstream", "pretrain_perf", "shares_labels",
-           "transplant_backbone"]
+__all__ = ["CONTROLS", "LABEL_SPACES", "PRETRAIN_PRECISIONS", "PRETRAIN_RECIPES", "PretrainRecipe", "TransferConfig",
+           "TransferEvaluator", "default_targets", "label_space", "prepare_downstream", "pretrain_perf",
+           "shares_labels", "transplant_backbone"]
 
 #: ``derive_seed`` streams: pre-training networks, fine-tuning networks (per target), fine-tuning order, probes,
 #: pre-training order.
@@ -281,13 +282,34 @@ def default_targets(source: DataSpec, num_classes: int | None = None) -> tuple[D
     return (dataclasses.replace(source, classes=rest, zca=False),)
 
 
+#: Datasets whose class k is the same concept, so a class split has to hold across them: the CIFAR-10 JPEG mirror is
+#: CIFAR-10; scikit-learn's digits, MNIST and SVHN (torchvision relabels SVHN's "10" as 0) all label the digits 0-9.
+#: Any other registered dataset is a label space of its own.
+LABEL_SPACES = {"cifar10": "cifar10", "cifar10_jpeg": "cifar10",
+                "digits": "digits 0-9", "mnist": "digits 0-9", "svhn": "digits 0-9"}
+
+
+def label_space(spec: DataSpec) -> str | None:
+    """The label space of ``spec``'s classes (see :data:`LABEL_SPACES`); an image folder's classes are its root's
+    sub-folders, so two folders share one only when they are the same folder. None when unknown (a folder without
+    a root)."""
+    if spec.name == "imagefolder":
+        return f"imagefolder:{Path(spec.root).expanduser().resolve()}" if spec.root else None
+    return LABEL_SPACES.get(spec.name, spec.name)
+
+
 def shares_labels(source: DataSpec | None, target: DataSpec | None) -> bool | None:
-    """Whether ``target``'s classes are (some of) ``source``'s: the same dataset with overlapping classes. None when
-    either is unknown."""
+    """Whether ``target``'s classes are (some of) ``source``'s: the same label space (:func:`label_space`, so the
+    JPEG mirror of CIFAR-10 counts as CIFAR-10) with overlapping classes. None when either side is unknown, or when
+    one is an image folder and the other is not the same folder (its classes could be anything)."""
     if source is None or target is None:
         return None
-    if source.name != target.name:
-        return False
+    spaces = label_space(source), label_space(target)
+    if None in spaces:
+        return None
+    if spaces[0] != spaces[1]:
+        folder = any(s.startswith("imagefolder:") for s in spaces)  # type: ignore[union-attr]
+        return None if folder else False
     if source.classes is None or target.classes is None:
         return True
     return bool(set(source.classes) & set(target.classes))

@@ -60,6 +60,23 @@ def test_class_split_is_the_leak_free_default_and_whole_data_is_flagged(source_s
     assert res.details["label_leak"] is True and any("labels" in w for w in res.details["warnings"])
 
 
+def test_label_leak_is_judged_by_label_space_not_by_dataset_name(tmp_path):
+    # The JPEG mirror of CIFAR-10 is CIFAR-10, and digits / MNIST / SVHN label the same digits 0-9: a class split
+    # must hold across them. Two image folders share labels only when they are the same folder; a folder against
+    # anything else is unknown (None), never "no leak".
+    src = DataSpec(name="cifar10_jpeg", root="x", classes=[0, 1, 2, 3, 4])
+    assert shares_labels(src, DataSpec(name="cifar10")) is True
+    assert shares_labels(src, DataSpec(name="cifar10", classes=[2, 7])) is True
+    assert shares_labels(src, DataSpec(name="cifar10", classes=[5, 6, 7, 8, 9])) is False
+    assert shares_labels(src, DataSpec(name="cifar100")) is False
+    assert shares_labels(SOURCE, DataSpec(name="mnist", classes=[0, 1])) is True
+    assert shares_labels(SOURCE, DataSpec(name="svhn", classes=[5, 6, 7, 8, 9])) is False
+    a, b = DataSpec(name="imagefolder", root=str(tmp_path / "a")), DataSpec(name="imagefolder", root=str(tmp_path / "b"))
+    assert shares_labels(a, DataSpec(name="imagefolder", root=str(tmp_path / "a" / ".." / "a"))) is True
+    assert shares_labels(a, b) is None and shares_labels(a, DataSpec(name="cifar10")) is None
+    assert shares_labels(DataSpec(name="imagefolder"), a) is None
+
+
 def test_controls_are_paired_and_never_change_the_sets_numbers(source_set):
     alone = _evaluate(TransferEvaluator(_cfg(5, num_runs=2, controls=[]), seed=3), source_set, SOURCE)
     full = _evaluate(TransferEvaluator(_cfg(5, num_runs=2), seed=3), source_set, SOURCE)
