@@ -7,6 +7,7 @@ from ddistill.classifier_file import load_classifier, save_classifier, train_rea
 from ddistill.data import EvalData
 from ddistill.utils.soft_labels import SoftLabelConfig
 from ddistill.utils.train import TrainRecipe
+from evaluators.base import resolve_model
 from evaluators.classifier import PRESETS, LRSearchConfig
 from evaluators import EVALUATORS, ClassifierConfig, ClassifierEvaluator, EvalResult
 from synthesizers import SYNTHESIZERS
@@ -218,6 +219,26 @@ def test_every_preset_runs_and_is_recorded(preset, digits):
         assert mode in res.details["reported_as"]
     if full.train.lr == "learned":
         assert res.details["lr"] == pytest.approx(0.02)
+
+
+def test_presets_hold_the_published_recipes():
+    # The numbers that make each recipe what its paper ran (the run test above overrides them to stay small).
+    cfg = {name: ClassifierEvaluator.config_from_preset(name) for name in PRESETS}
+    dam = cfg["datadam_official"]
+    assert (dam.model, dam.model_kwargs, dam.num_models) == ("convnet", {"norm": "batchnorm"}, 10)
+    assert (dam.train.batch_size, dam.train.epochs, dam.reported_as) == (64, 1801, ["best_model"])
+    for name in ("mtt_official", "ast_official"):
+        assert cfg[name].train.lr == "learned" and cfg[name].train.epochs == 1001
+    assert cfg["dc_official"].num_models == 20 and cfg["dc_bench"].num_models == 5
+    assert cfg["dd_ranking"].lr_search.grid == [0.001, 0.005, 0.01, 0.05, 0.1] and cfg["dd_ranking"].train.epochs == 1000
+    # Every preset names its network, so a set's own (recorded) network never changes what a preset measures.
+    for name, c in cfg.items():
+        assert c.model == "convnet" and c.model_kwargs is not None, name
+        if name != "datadam_official":
+            assert c.model_kwargs == {} and c.train.batch_size == 256, name
+    meta = {"eval_model": "mlp", "eval_model_kwargs": {"hidden": 8}}
+    assert resolve_model(cfg["common"].model, cfg["common"].model_kwargs, meta) == ("convnet", {})
+    assert resolve_model(ClassifierConfig().model, ClassifierConfig().model_kwargs, meta) == ("mlp", {"hidden": 8})
 
 
 def test_batched_training_matches_the_sequential_loop(digits):
