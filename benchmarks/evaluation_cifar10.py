@@ -557,7 +557,10 @@ def dd_ranking_lines(protocol: str, results: dict) -> list[str]:
             f"{mean(acc_m['any']['random_subset']):.2f}" if acc_m else "-")
         if soft:  # the hard-label accuracies HLR reads, and where they come from
             given = str(r.get("hard_label_trainings", "")).startswith("given")
-            rdm_acc += f" | {mean(acc['hard']['set']):.2f}" + (" (from its `dd_ranking` cell)" if given else "")
+            # Retrained here, the hard-label networks can differ from the set's dd_ranking cell by float order (another
+            # CPU, other threads): say which, so two tables never seem to disagree unexplained.
+            rdm_acc += f" | {mean(acc['hard']['set']):.2f}" + (" (from its `dd_ranking` cell)" if given
+                                                               else " (retrained in this cell)")
             on = (r.get("teacher") or {}).get("on_set")
             rdm_acc += (f" | {100 * on['agrees_with_class']:.0f} % / {on['mean_prob_of_class']:.2f}" if on else " | -")
         lrs, ars = fin["lrs"], fin.get("ars")
