@@ -200,7 +200,7 @@ def _distill_run(run: RunConfig, run_dir: Any, synth_cls: Any, synth_cfg: Any, e
         # ``ddistill evaluate`` would give it).
         wrote.append(write_record(run_dir.file("synset.pt"), {
             "synset": str(run_dir.file("synset.pt")), "evaluator": evaluator.name, "seed": run.seed,
-            "config": cfgmod.to_dict(evaluator.config), "data": cfgmod.to_dict(run.dataset),
+            "config": cfgmod.to_dict(evaluator.config), "data": cfgmod.to_dict(run.dataset), "device": str(device),
             "time": time.strftime("%Y-%m-%d %H:%M:%S"), "evaluation": res.to_dict(),
             "by": "ddistill distill (the final evaluation)"}))
         if "reported_as" in results:
@@ -263,7 +263,7 @@ def evaluate(synset_path: str | Path, *, evaluator: str = "classifier", override
                           device=device)
     result: dict[str, Any] = {"synset": str(synset_path), "evaluator": ev.name, "seed": seed,
                               "config": cfgmod.to_dict(ev.config), "data": cfgmod.to_dict(spec),
-                              "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+                              "device": str(device), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     if pool:
         pools = {**EVAL_POOLS, **GNN_POOLS}
         if pool not in pools:

@@ -21,7 +21,7 @@ from typing import Any
 
 from .io import atomic_write, write_json
 
-__all__ = ["data_overrides", "file_sha256", "record_key", "summarise", "write_record"]
+__all__ = ["DISPLAY_FIELDS", "data_overrides", "file_sha256", "record_key", "summarise", "write_record"]
 
 #: DataSpec fields that say where the data are, not which data: a set scored on the same archive moved elsewhere (or
 #: read through a store of it) is the same evaluation.
@@ -33,13 +33,23 @@ _COLUMNS = ("evaluator", "config_hash", "seed", "metric", "mean", "std", "n", "c
 RUN_SET = "synset.pt"
 
 
+#: Config fields that change only what is displayed, never a number: an evaluation that differs in them is the same
+#: evaluation (it replaces its record). Hashed at the evaluators' default (True), so keys made before this rule stand.
+DISPLAY_FIELDS = {"progress": True}
+
+
 def record_key(evaluator: str, config: dict[str, Any], seed: int, data: dict[str, Any] | None = None,
-               set_name: str | None = None) -> str:
-    """``<evaluator>-<12 hex of the hash>-seed<seed>``, hashing the config in canonical JSON, with ``data`` (the
-    ``dataset.*`` overrides of an evaluation on other data than the set's own) beside it when given: a set scored on
-    another test split is another evaluation, not a replacement. ``set_name``: the set's file name, part of the hash
-    unless it is a run's ``synset.pt``. Without either the key is the config's alone."""
+               set_name: str | None = None, device: str | None = None) -> str:
+    """``<evaluator>-<12 hex of the hash>-seed<seed>``, hashing the config in canonical JSON (display-only fields,
+    :data:`DISPLAY_FIELDS`, at their default), with ``data`` (the ``dataset.*`` overrides of an evaluation on other
+    data than the set's own) beside it when given: a set scored on another test split is another evaluation, not a
+    replacement. ``set_name``: the set's file name, part of the hash unless it is a run's ``synset.pt``. ``device``:
+    part of the hash unless it is the CPU (another device gives other floating-point results, so a GPU evaluation
+    never replaces a CPU one). Without any of them the key is the config's alone."""
+    config = {**config, **{k: v for k, v in DISPLAY_FIELDS.items() if k in config}}
     keyed: Any = config if not data else {"config": config, "data": data}
+    if device is not None and device.split(":")[0] != "cpu":
+        keyed = {"device": device.split(":")[0], "evaluated": keyed}
     if set_name is not None and set_name != RUN_SET:
         keyed = {"set": set_name, "evaluated": keyed}
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -53,13 +63,13 @@ def data_overrides(recorded: dict[str, Any], used: dict[str, Any]) -> dict[str, 
 
 
 def write_record(set_path: str | os.PathLike, record: dict[str, Any]) -> Path:
-    """Writes ``record`` (with ``evaluator``, ``config``, ``seed`` and optionally ``data_overrides``) under its key
-    and refreshes the summaries; returns the record's path."""
+    """Writes ``record`` (with ``evaluator``, ``config``, ``seed`` and optionally ``data_overrides`` and ``device``)
+    under its key and refreshes the summaries; returns the record's path."""
     set_path = Path(set_path)
     folder = set_path.parent
     record = {**record, "set_file": set_path.name, "set_sha256": file_sha256(set_path)}
     key = record_key(record["evaluator"], record["config"], record["seed"], record.get("data_overrides"),
-                     set_path.name)
+                     set_path.name, record.get("device"))
     path = write_json(folder / "evaluations" / f"{key}.json", {**record, "key": key})
     summarise(folder)
     return path

@@ -87,6 +87,14 @@ def test_evaluations_on_other_data_are_other_records(tmp_path):
     config = {"num_models": 1}
     assert record_key("classifier", config, 0) == record_key("classifier", config, 0, {})  # as before this field
     assert record_key("classifier", config, 0, {"zca": True}) != record_key("classifier", config, 0)
+    # Display-only fields do not make another evaluation (keys made with the default stand); another device does,
+    # the CPU's keys stay as they were.
+    shown = {**config, "progress": True}
+    assert record_key("classifier", {**config, "progress": False}, 0) == record_key("classifier", shown, 0)
+    assert record_key("classifier", shown, 0) != record_key("classifier", config, 0)  # (a field it has, hashed)
+    assert record_key("classifier", config, 0, device="cpu") == record_key("classifier", config, 0)
+    assert record_key("classifier", config, 0, device="cuda:1") == record_key("classifier", config, 0, device="cuda")
+    assert record_key("classifier", config, 0, device="cuda") != record_key("classifier", config, 0)
     (tmp_path / "synset.pt").write_bytes(b"")
     base = {"evaluator": "classifier", "config": config, "seed": 0,
             "evaluation": {"metric": "accuracy", "mean": 50.0, "std": 1.0, "values": [50.0]}}
