@@ -146,10 +146,23 @@ def test_output_to_a_file_holds_no_control_codes_or_cuda_warning(tmp_path):
     import subprocess
     import sys
 
+    import os
+
+    import torch
+
+    # torch prints the notice when it finds a CUDA toolkit (CUDA_HOME or nvcc) but no CUDA runtime: point CUDA_HOME at
+    # a folder so the notice is due on every machine, and check that torch alone does print it here, so this test
+    # can fail.
+    (tmp_path / "cuda").mkdir()
+    env = {**os.environ, "CUDA_HOME": str(tmp_path / "cuda")}
+    if not torch.cuda.is_available():
+        bare = subprocess.run([sys.executable, "-c", "import torch.utils.cpp_extension"], capture_output=True,
+                              text=True, timeout=300, env=env)
+        assert "CUDA_HOME" in bare.stdout + bare.stderr, "torch no longer prints the notice: test what it prints now"
     overrides = [o for o in FAST_OVERRIDES if "compile" not in o and "progress" not in o]
     proc = subprocess.run([sys.executable, "-m", "ddistill.cli", "distill", str(_config(tmp_path)), *overrides,
                            "evaluator.perf.compile=true", "evaluator.train.epochs=1", "evaluator.controls=[]"],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr
     both = proc.stdout + proc.stderr
     assert "\r" not in both and "\x1b[" not in both and "CUDA_HOME" not in both, both

@@ -66,6 +66,13 @@ def test_random_subset_control_can_lose_and_win(digits):
     res = ClassifierEvaluator(cfg).evaluate(blank, EvalData(train=real, test=test))
     assert res.mean < 20.0 and res.details["gain_over_random_subset"] < -40.0
     assert any("random real subset" in w for w in res.details["warnings"]) and "warning:" in res.report()
+    # And it can be beaten: one image per class, the class's mean image, against one random real image per class.
+    means = _random_set(real, ipc=1)
+    means.tensors["x"] = torch.stack([real.x[real.y == int(c)].mean(0) for c in means.y])
+    res = ClassifierEvaluator(cfg).evaluate(means, EvalData(train=real, test=test))
+    gain = res.details["gain_over_random_subset"]
+    assert gain > res.details["controls"]["random_subset"]["std"] and gain > 5.0, res.details
+    assert not any("random real subset" in w for w in res.details.get("warnings", []))
 
 
 def test_random_subset_warning_only_when_the_set_does_not_beat_it():
