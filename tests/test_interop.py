@@ -209,6 +209,8 @@ def test_dc_res_experiments(tmp_path, digits, digits_target):
     imp = first.meta["imported"]
     assert imp["experiment"] == 0 and imp["pairs_in_file"] == 3 and imp["accs_all_exps"] == {"ConvNet": [0.25, 0.75]}
     assert imp["files"] == {"result": str(path)} and "default" in imp["assumed"][1]
+    # DM's ConvNet is DC's instance-norm one: recorded, so an evaluation without evaluator.model trains it.
+    assert (first.meta["eval_model"], first.meta["eval_model_kwargs"]) == ("convnet", {})
     last = import_set("dc_res", [path], target=digits_target, experiment=-1)
     assert torch.equal(last.x, pairs[2][0]) and last.meta["imported"]["experiment"] == 2
     with pytest.raises(InteropError, match=r"holds 3 \[images, labels\] pair\(s\).*--experiment 5 is out of range"):
@@ -240,6 +242,27 @@ def test_datadam_snapshots_and_zca_after_normalisation(tmp_path, digits):
     assert enc["zca"] and enc["normalize"] and torch.equal(synset.x, snapshots[1][0])
     assert torch.allclose(synset.decode_images(), pixels, atol=1e-4)
     assert "normalised with the digits mean" in synset.meta["imported"]["assumed"][0]
+    # DataDAM's get_network('ConvNet') is batch norm; a file of one snapshot says it cannot tell which iteration.
+    assert (synset.meta["eval_model"], synset.meta["eval_model_kwargs"]) == ("convnet", {"norm": "batchnorm"})
+    _dc_res(path, snapshots[:1], {"ConvNet": []})
+    one = import_set("dc_res", [path], dataset="digits", zca=True)
+    assert any("only DataDAM snapshot" in a for a in one.meta["imported"]["assumed"])
+    # A network the name does not identify is not guessed.
+    other = tmp_path / "res_DC_digits_MLP_3ipc.pt"
+    _dc_res(other, snapshots[:1], {})
+    unknown = import_set("dc_res", [other], dataset="digits", zca=True)
+    assert "eval_model" not in unknown.meta
+    assert any("evaluation network unknown" in a for a in unknown.meta["imported"]["assumed"])
+
+
+def test_dc_res_evaluation_network_from_the_file_name():
+    from ddistill.interop.dc_res import evaluation_network
+
+    assert evaluation_network("res_DataDAM_CIFAR10_ConvNet_10ipc_.pt") == ("convnet", {"norm": "batchnorm"})
+    assert evaluation_network("res_DSA_CIFAR10_ConvNet_50ipc.pt") == ("convnet", {})
+    assert evaluation_network("res_DM_Tiny_Image_ConvNetBN_1ipc.pt") == ("convnet", {"norm": "batchnorm"})
+    assert evaluation_network("res_DC_CIFAR10_ResNet18_10ipc.pt") is None
+    assert evaluation_network("my_set.pt") is None
 
 
 # -- DD-Ranking -----------------------------------------------------------------------------------------------------

@@ -13,13 +13,32 @@ Labels are int64 class indices. ``accs_all_exps`` maps evaluation models to test
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from ..synset import SyntheticSet
 from ._base import IMPORTERS, Foreign, Importer, ImportOptions, InteropError, Target, build_set, load_foreign
 
-__all__ = ["DCResultImporter"]
+__all__ = ["DCResultImporter", "evaluation_network"]
+
+#: ``res_<method>_<dataset>_<model>_<ipc>ipc[_].pt``, as the official codes name their result files.
+_NAME = re.compile(r"^res_(?P<method>[A-Za-z]+)_(?P<dataset>.+)_(?P<model>[A-Za-z0-9]+)_(?P<ipc>\d+)ipc_?\.pt$")
+
+
+def evaluation_network(file_name: str) -> tuple[str, dict[str, Any]] | None:
+    """The ddistill network the official code distilled and evaluated the file's set with, from its name: DC/DSA/DM's
+    ``ConvNet`` is DC's instance-norm ConvNet (``convnet`` with its defaults), DataDAM's ``get_network('ConvNet')``
+    builds a batch-norm one, ``ConvNetBN`` is batch norm in every code. None for any other name (not guessed)."""
+    m = _NAME.match(file_name)
+    if m is None:
+        return None
+    method, model = m["method"].lower(), m["model"]
+    if model == "ConvNetBN" or (model == "ConvNet" and method == "datadam"):
+        return "convnet", {"norm": "batchnorm"}
+    if model == "ConvNet" and method in ("dc", "dsa", "dm"):
+        return "convnet", {}
+    return None
 
 
 @IMPORTERS.register("dc_res")
@@ -60,11 +79,22 @@ class DCResultImporter(Importer):
             extra["accs_all_exps"] = accs
         assumed = [f"{entry} of {len(pairs)} taken" + (" (default: the first experiment)"
                                                         if options.experiment is None else "")]
+        if datadam and len(pairs) == 1:
+            # Which iteration the only snapshot was taken at is not in the file: the official default evaluation
+            # points start at iteration 0 (the initialisation), ``--eval_mode final`` keeps only the last one.
+            assumed.append("the file's only DataDAM snapshot: the iteration it was taken at is not recorded (with the "
+                           "official default evaluation points it is the initialisation, iteration 0)")
         if options.lr is None:
             assumed.append("no learned lr (these methods train evaluation nets with a fixed rate)")
+        network = evaluation_network(path.name)
+        if network is None:
+            assumed.append(f"evaluation network unknown from the file name {path.name!r}: none recorded (name one with "
+                           f"evaluator.model / evaluator.model_kwargs)")
         foreign = Foreign(_tensor(x, path, entry, "images"), _tensor(y, path, entry, "labels"), None, files)
         synset = build_set(self.name, foreign, target, options, extra=extra, assumed=assumed)
         synset.meta["imported"]["files"] = {"result": str(path)}
+        if network is not None:  # so an evaluation without evaluator.model trains the network the code used
+            synset.meta["eval_model"], synset.meta["eval_model_kwargs"] = network
         return synset
 
 
