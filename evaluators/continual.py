@@ -6,9 +6,11 @@ a synthetic set (or of a baseline set: ``random``, ``herding``). After every sta
 *from scratch* on the memory of all classes seen so far and tested on the real test images of those
 classes; the curve of accuracy per stage is the result. Several class orders x networks give mean ± std.
 
-Control (``controls: [random_subset]``, the default): the same protocol with a random real memory of the set's
-per-class counts, drawn afresh for every (order, network) run, trained with the same networks, initialisations and
-data-order seeds (paired), so the gain of the distilled memory over random exemplars is measured per stage.
+Controls: ``random_subset`` (the default): the same protocol with a random real memory of the set's per-class counts,
+drawn afresh for every (order, network) run, trained with the same networks, initialisations and data-order seeds
+(paired), so the gain of the distilled memory over random exemplars is measured per stage. ``whole_set`` (opt-in):
+the bound, a memory holding every real training image of the seen classes, trained with the ``whole_set`` recipe on
+the same networks, per stage.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from .base import EVALUATORS, EvalResult, Evaluator, random_subset_warnings, res
 ORDER_STREAM, FAMILY_STREAM, TRAIN_STREAM = 21, 22, 23
 #: ... the random-memory control's draws.
 SUBSET_STREAM = 24
-CONTROLS = ("random_subset",)
+CONTROLS = ("random_subset", "whole_set")
 
 
 def stage_splits(num_classes: int, stages: int, order: list[int]) -> list[list[int]]:
@@ -67,7 +69,9 @@ class ContinualConfig:
         models_per_order: fresh networks per order and stage.
         model, model_kwargs: network (None = the set's recorded evaluation net).
         train: the training recipe run from scratch after every stage (default: DC's, 1000 epochs, DSA).
-        controls: ``random_subset`` (see the module docstring); [] = none.
+        controls: ``random_subset`` and/or ``whole_set`` (see the module docstring); [] = none.
+        whole_set: the recipe of the whole-set bound (every real image of the seen classes; 20 epochs, no
+            augmentation by default, as the classifier evaluator's bound).
         perf: speed settings.
         progress: progress bars (drawn only on a terminal).
     """
@@ -78,7 +82,8 @@ class ContinualConfig:
     model: str | None = None
     model_kwargs: dict[str, Any] | None = None
     train: TrainRecipe = field(default_factory=TrainRecipe)
-    controls: list[str] = field(default_factory=lambda: list(CONTROLS))
+    controls: list[str] = field(default_factory=lambda: ["random_subset"])
+    whole_set: TrainRecipe = field(default_factory=lambda: TrainRecipe(epochs=20, augment="none"))
     perf: PerfConfig = field(default_factory=PerfConfig)
     progress: bool = True
 
@@ -89,8 +94,8 @@ class ContinualConfig:
         if self.num_orders < 1 or self.models_per_order < 1:
             raise ValueError(f"num_orders and models_per_order must be >= 1, got {self.num_orders} and "
                              f"{self.models_per_order}")
-        if isinstance(self.train.lr, str):
-            raise ValueError("the continual evaluator needs a numeric train.lr")
+        if isinstance(self.train.lr, str) or isinstance(self.whole_set.lr, str):
+            raise ValueError("the continual evaluator needs a numeric train.lr and whole_set.lr")
 
 
 @EVALUATORS.register("continual")
@@ -100,8 +105,8 @@ class ContinualEvaluator(Evaluator):
     Config = ContinualConfig
 
     def needs(self, meta: Mapping[str, Any]) -> EvalNeeds:
-        """The test split, and the real training split for the random-memory control."""
-        return EvalNeeds(test=True, train="random_subset" in self.config.controls)
+        """The test split, and the real training split for the controls."""
+        return EvalNeeds(test=True, train=bool(self.config.controls))
 
     def run(self, synset: SyntheticSet, data: EvalData) -> EvalResult:
         cfg = self.config
@@ -112,16 +117,16 @@ class ContinualEvaluator(Evaluator):
         if y_mem.dim() != 1:
             raise ValueError("the continual evaluator needs hard labels (y of shape (N,))")
         real = None
-        if "random_subset" in cfg.controls:
+        if cfg.controls:
             try:
                 real = data.require("train", self.name)
             except ValueError as err:
-                raise ValueError(f"{err} (the random_subset control reads it; set controls: [] to score the set "
-                                 f"without it)") from None
+                raise ValueError(f"{err} (the {' and '.join(cfg.controls)} control reads it; set controls: [] to "
+                                 f"score the set without it)") from None
         model, model_kwargs = resolve_model(cfg.model, cfg.model_kwargs, meta)
         orders = class_orders(k, cfg.num_orders, derive_seed(self.seed, ORDER_STREAM))
         curves, memory_sizes = self._curves(lambda o, m: (x_mem, y_mem), x_test, y_test, k, orders, model,
-                                            model_kwargs, meta.get("dataset", ""), "continual")
+                                            model_kwargs, meta.get("dataset", ""), "continual", cfg.train)
         arr = np.array(curves)
         details: dict[str, Any] = {
             "stages": cfg.stages, "classes_per_stage": k // cfg.stages, "class_orders": orders,
@@ -129,7 +134,8 @@ class ContinualEvaluator(Evaluator):
             "curve_mean": arr.mean(0).tolist(), "curve_std": arr.std(0).tolist(), "curves": curves,
             "model": model, "model_kwargs": model_kwargs, "epochs": cfg.train.epochs, "seed": self.seed,
         }
-        if real is not None:
+        controls: dict[str, Any] = {}
+        if "random_subset" in cfg.controls:
             counts = torch.bincount(y_mem.cpu(), minlength=k).tolist()
 
             def random_memory(o: int, m: int) -> tuple[Tensor, Tensor]:
@@ -138,14 +144,26 @@ class ContinualEvaluator(Evaluator):
                 return real.x[idx].to(self.device), real.y[idx].to(self.device)
 
             rc, _ = self._curves(random_memory, x_test, y_test, k, orders, model, model_kwargs,
-                                 meta.get("dataset", ""), "continual (random memory)")
+                                 meta.get("dataset", ""), "continual (random memory)", cfg.train)
             rarr = np.array(rc)
             res = EvalResult("accuracy", rarr[:, -1].tolist())
-            details["controls"] = {"random_subset": {
+            controls["random_subset"] = {
                 **res.to_dict(), "curve_mean": rarr.mean(0).tolist(), "curve_std": rarr.std(0).tolist(),
                 "what": "random real memory with the set's per-class counts, new draw per run, same networks and "
-                        "seeds"}}
+                        "seeds"}
             details["gain_over_random_subset_per_stage"] = (arr.mean(0) - rarr.mean(0)).tolist()
+        if "whole_set" in cfg.controls:
+            whole = (real.x.to(self.device), real.y.to(self.device))
+            wc, wsizes = self._curves(lambda o, m: whole, x_test, y_test, k, orders, model, model_kwargs,
+                                      meta.get("dataset", ""), "continual (whole set)", cfg.whole_set)
+            warr = np.array(wc)
+            controls["whole_set"] = {
+                **EvalResult("accuracy", warr[:, -1].tolist()).to_dict(), "curve_mean": warr.mean(0).tolist(),
+                "curve_std": warr.std(0).tolist(), "memory_size_per_stage": wsizes,
+                "epochs": cfg.whole_set.epochs, "augment": cfg.whole_set.augment,
+                "what": "the bound: every real training image of the seen classes, same networks, whole_set recipe"}
+        if controls:
+            details["controls"] = controls
         result = EvalResult("accuracy", arr[:, -1].tolist(), details)
         found = random_subset_warnings("final accuracy", result.mean, result.std, details.get("controls", {}))
         if found:
@@ -154,11 +172,12 @@ class ContinualEvaluator(Evaluator):
 
     def _curves(self, memory: Callable[[int, int], tuple[Tensor, Tensor]], x_test: Tensor, y_test: Tensor, k: int,
                 orders: list[list[int]], model: str, model_kwargs: dict[str, Any], dataset: str,
-                desc: str) -> tuple[list[list[float]], list[int]]:
-        """``curves[r][s]``: accuracy (%) of run r (order x model) after stage s, trained on ``memory(o, m)``; and
-        the memory size per stage of the first run. Every memory uses the same networks and seeds (paired)."""
+                desc: str, recipe: TrainRecipe) -> tuple[list[list[float]], list[int]]:
+        """``curves[r][s]``: accuracy (%) of run r (order x model) after stage s, trained on ``memory(o, m)`` with
+        ``recipe``; and the memory size per stage of the first run. Every memory uses the same networks and seeds
+        (paired)."""
         cfg = self.config
-        augment = build_augment(cfg.train.augment, dataset)
+        augment = build_augment(recipe.augment, dataset)
         runs = [(o, m) for o in range(len(orders)) for m in range(cfg.models_per_order)]
 
         def train_run(_: int, run: tuple[int, int]) -> list[Any]:
@@ -179,12 +198,12 @@ class ContinualEvaluator(Evaluator):
                 # The compile rule weighs this stage over every run (not this rank's share: all ranks decide alike);
                 # a stage whose memory is smaller than a batch is a shape of its own.
                 n = sizes[-1]
-                stage_perf = cfg.perf.resolve(self.device, Workload(model, min(n, cfg.train.batch_size), len(runs) * (
-                    training_steps(n, cfg.train.epochs, cfg.train.batch_size, cfg.train.iterations)),
-                    tuple(x_mem.shape[2:]), compiled_graphs(n, cfg.train.batch_size)))
+                stage_perf = cfg.perf.resolve(self.device, Workload(model, min(n, recipe.batch_size), len(runs) * (
+                    training_steps(n, recipe.epochs, recipe.batch_size, recipe.iterations)),
+                    tuple(x_mem.shape[2:]), compiled_graphs(n, recipe.batch_size)))
                 net = stage_perf.prepare_model(family.build(s, self.device))  # from scratch at every stage
                 gen = make_generator(derive_seed(self.seed, TRAIN_STREAM, o, m, s))
-                train_classifier(net, x_mem[mem_mask], y_mem[mem_mask], cfg.train, augment=augment,
+                train_classifier(net, x_mem[mem_mask], y_mem[mem_mask], recipe, augment=augment,
                                  generator=gen, perf=stage_perf)
                 curve.append(100.0 * accuracy(net, x_test[test_mask], y_test[test_mask], perf=stage_perf))
                 bar.update(1)

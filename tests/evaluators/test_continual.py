@@ -62,3 +62,24 @@ def test_the_random_memory_control_can_win(digits):
     res = ContinualEvaluator(cfg, seed=0).evaluate(blank, EvalData(train=real, test=test))
     assert res.details["gain_over_random_subset_per_stage"][-1] < -30.0
     assert any("random real subset" in w for w in res.details["warnings"])
+
+
+def test_the_whole_set_bound_per_stage(digits):
+    # Opt-in bound: every real training image of the seen classes, same networks, the whole_set recipe. It must sit
+    # above a 1-image-per-class memory, and adding it changes none of the set's numbers.
+    real, test = digits
+    rnd = SYNTHESIZERS.get("random")
+    synset = rnd(rnd.Config(ipc=1), seed=0).fit(real)
+    cfg = ContinualConfig(stages=2, num_orders=1, models_per_order=1, model="convnet",
+                          model_kwargs={"depth": 2, "width": 16}, train=TrainRecipe(epochs=15, augment="none"),
+                          controls=["whole_set"], perf=FAST)
+    data = EvalData(train=real, test=test)
+    res = ContinualEvaluator(cfg, seed=0).evaluate(synset, data)
+    w = res.details["controls"]["whole_set"]
+    counts = [int(sum(int(c) in range(5) for c in real.y)), len(real)]
+    assert w["memory_size_per_stage"] == counts and w["epochs"] == 20 and len(w["curve_mean"]) == 2
+    assert w["mean"] > res.mean + 10.0 and "random_subset" not in res.details["controls"]
+    alone = ContinualEvaluator(dataclasses.replace(cfg, controls=[]), seed=0).evaluate(synset, data)
+    assert alone.values == res.values
+    with pytest.raises(ValueError, match="numeric train.lr and whole_set.lr"):
+        ContinualConfig(whole_set=TrainRecipe(lr="learned"))
