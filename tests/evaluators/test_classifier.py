@@ -7,6 +7,7 @@ from ddistill.classifier_file import load_classifier, save_classifier, train_rea
 from ddistill.data import EvalData
 from ddistill.utils.soft_labels import SoftLabelConfig
 from ddistill.utils.train import TrainRecipe
+from ddistill.augment import AUGMENTS
 from evaluators.base import resolve_model
 from evaluators.classifier import PRESETS, LRSearchConfig
 from evaluators import EVALUATORS, ClassifierConfig, ClassifierEvaluator, EvalResult
@@ -246,6 +247,20 @@ def test_presets_hold_the_published_recipes():
     meta = {"eval_model": "mlp", "eval_model_kwargs": {"hidden": 8}}
     assert resolve_model(cfg["common"].model, cfg["common"].model_kwargs, meta) == ("convnet", {})
     assert resolve_model(ClassifierConfig().model, ClassifierConfig().model_kwargs, meta) == ("mlp", {"hidden": 8})
+
+
+@pytest.mark.parametrize("augment", AUGMENTS.names())
+def test_every_augmentation_runs_through_the_evaluator(augment, digits):
+    # Generated from the augmentation registry: each choice of train.augment (DD-Ranking's mixup / cutmix included)
+    # trains, scores above chance, is recorded, and its control trains with it too.
+    real, test = digits
+    # CIFAR's 4-pixel pad and flip would leave little of an 8-pixel digit (it scores at chance): 1 pixel, no flip.
+    spec = {"name": augment, "padding": 1, "flip": False} if augment == "pad_crop_flip" else augment
+    cfg = ClassifierConfig(model="mlp", num_models=1, train=TrainRecipe(epochs=40, augment=spec), perf=FAST,
+                           progress=False)
+    res = ClassifierEvaluator(cfg, seed=0).evaluate(_random_set(real, ipc=5), EvalData(train=real, test=test))
+    assert res.details["augment"] == spec and res.mean > 20.0  # 10 classes: chance is 10 %
+    assert res.details["controls"]["random_subset"]["mean"] > 20.0
 
 
 def test_batched_training_matches_the_sequential_loop(digits):
