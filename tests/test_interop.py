@@ -342,6 +342,32 @@ def test_ddranking_round_trip_of_soft_labels(tmp_path, digits, digits_target):
 
 
 # -- PNG folders ----------------------------------------------------------------------------------------------------
+def test_png_round_trip_of_an_rgb_set(tmp_path):
+    # Three channels (the digits tests are grayscale): an RGB ImageFolder written here in the real format, a set in
+    # its encoding (per-channel mean/std), exported as RGB PNGs and imported back within 8-bit rounding.
+    from PIL import Image
+
+    from ddistill.data import load_real
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in ("ant", "bee", "cow"):
+            (tmp_path / "rgb" / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(
+                    tmp_path / "rgb" / split / c / f"{i}.png")
+    real, _ = load_real("imagefolder", root=str(tmp_path / "rgb"))
+    assert real.x.shape[1:] == (3, 6, 6) and real.num_classes == 3
+    synset = _native_set(real, noise=0.05, ipc=2)
+    export_set(synset, "png", tmp_path / "png")
+    with Image.open(next((tmp_path / "png").glob("00001_*/*.png"))) as img:
+        assert img.mode == "RGB" and img.size == (6, 6)
+    back = import_set("png", [tmp_path / "png"], dataset="imagefolder", root=str(tmp_path / "rgb"))
+    assert torch.equal(back.y, synset.y) and back.meta["encoding"] == synset.meta["encoding"]
+    error = (back.decode_images() - synset.decode_images()).abs().max()
+    assert error <= 0.5 / 255 + 1e-5, float(error) * 255
+
+
 @pytest.mark.parametrize("zca", [False, True])
 def test_png_round_trip_within_8bit_quantisation(tmp_path, digits, zca):
     from ddistill.data import load_real
