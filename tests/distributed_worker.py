@@ -225,6 +225,8 @@ def main() -> None:
     if context.is_main:
         torch.save({**result, "world_size": torch.tensor(context.world_size)}, out / "result.pt")
     shutdown_distributed()  # what the CLI does at the end of a command (barrier, then destroy the group)
+    # So that a teardown abort's log (the test's warning carries its tail) tells whether it came after this point.
+    print(f"[rank {context.rank}] left the process group", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
