@@ -138,6 +138,7 @@ def _prepare_run_dir(run_dir: Any, resolved: dict[str, Any], *, resume: bool, ov
 def _distill_run(run: RunConfig, run_dir: Any, synth_cls: Any, synth_cfg: Any, evaluator: Any, context: Any,
                  device: str, *, resume: bool) -> dict[str, Any]:
     """The distillation and final evaluation, on every rank; rank 0 writes the log, the set and the results."""
+    from evaluators.base import record_config
     from synthesizers import LoopConfig
     from synthesizers.callbacks import Checkpoint, JSONLLog, PeriodicEval, ProgressBar
 
@@ -201,6 +202,7 @@ def _distill_run(run: RunConfig, run_dir: Any, synth_cls: Any, synth_cfg: Any, e
         wrote.append(write_record(run_dir.file("synset.pt"), {
             "synset": str(run_dir.file("synset.pt")), "evaluator": evaluator.name, "seed": run.seed,
             "config": cfgmod.to_dict(evaluator.config), "data": cfgmod.to_dict(run.dataset), "device": str(device),
+            "key_config": record_config(cfgmod.to_dict(evaluator.config), synset.meta),
             "time": time.strftime("%Y-%m-%d %H:%M:%S"), "evaluation": res.to_dict(),
             "by": "ddistill distill (the final evaluation)"}))
         if "reported_as" in results:
@@ -234,6 +236,7 @@ def evaluate(synset_path: str | Path, *, evaluator: str = "classifier", override
             ``<set folder>/evaluations/``, keyed by evaluator, config and seed; see :mod:`ddistill.eval_records`).
     """
     from evaluators import EVALUATORS
+    from evaluators.base import record_config
 
     from .data import Encoding, load_eval_data
     from .distributed import init_distributed
@@ -290,6 +293,8 @@ def evaluate(synset_path: str | Path, *, evaluator: str = "classifier", override
     changed = data_overrides(own, result["data"])
     if changed:
         result["data_overrides"] = changed
+    # The set's own network, named or not, is one evaluation (the distill's final record names it).
+    result["key_config"] = record_config(result["config"], synset.meta)
     record = write_record(synset_path, result)
     print(f"wrote {record} (all evaluations of this set: {record.parent.parent / 'evaluations.md'})")
     if out:

@@ -63,13 +63,15 @@ def data_overrides(recorded: dict[str, Any], used: dict[str, Any]) -> dict[str, 
 
 
 def write_record(set_path: str | os.PathLike, record: dict[str, Any]) -> Path:
-    """Writes ``record`` (with ``evaluator``, ``config``, ``seed`` and optionally ``data_overrides`` and ``device``)
-    under its key and refreshes the summaries; returns the record's path."""
+    """Writes ``record`` (with ``evaluator``, ``config``, ``seed`` and optionally ``data_overrides``, ``device`` and
+    ``key_config``, the config as the key hashes it when it differs from ``config``: e.g. the set's own network
+    hashed as unnamed, ``evaluators.base.record_config``) under its key and refreshes the summaries; returns the
+    record's path."""
     set_path = Path(set_path)
     folder = set_path.parent
     record = {**record, "set_file": set_path.name, "set_sha256": file_sha256(set_path)}
-    key = record_key(record["evaluator"], record["config"], record["seed"], record.get("data_overrides"),
-                     set_path.name, record.get("device"))
+    key = record_key(record["evaluator"], record.get("key_config", record["config"]), record["seed"],
+                     record.get("data_overrides"), set_path.name, record.get("device"))
     path = write_json(folder / "evaluations" / f"{key}.json", {**record, "key": key})
     summarise(folder)
     return path

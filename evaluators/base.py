@@ -109,6 +109,30 @@ def resolve_model(model: str | None, model_kwargs: dict[str, Any] | None, meta: 
     return name, dict(meta.get("eval_model_kwargs") or {}) if name == recorded else {}
 
 
+def record_config(config: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` (an evaluator config as a dict) as an evaluation record's key hashes it: in every (nested) block that
+    names ``model`` and ``model_kwargs``, a pair that resolves to the set's own network (what :func:`resolve_model`
+    gives with neither set) is hashed as ``None, None``, "the set's own network". An evaluation that names that
+    network and one that leaves it to the set train the same networks, so they are one record (``ddistill distill``'s
+    final evaluation names it; a later ``ddistill evaluate`` need not)."""
+    own = resolve_model(None, None, dict(meta))
+
+    def walk(block: Any) -> Any:
+        if isinstance(block, Mapping):
+            out = {k: walk(v) for k, v in block.items()}
+            if "model" in out and "model_kwargs" in out and (out["model"] is None or isinstance(out["model"], str)):
+                kwargs = out["model_kwargs"]
+                if (kwargs is None or isinstance(kwargs, Mapping)) and resolve_model(
+                        out["model"], None if kwargs is None else dict(kwargs), dict(meta)) == own:
+                    out["model"], out["model_kwargs"] = None, None
+            return out
+        if isinstance(block, list):
+            return [walk(v) for v in block]
+        return block
+
+    return walk(config)
+
+
 def check_same_classes(synset: SyntheticSet, test: ImageData) -> None:
     """Raises a ValueError when the test split is not a test of the set's classes: another class count or other
     class names, labels outside [0, K), or classes with no test image (an accuracy would be reported over the wrong

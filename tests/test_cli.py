@@ -78,6 +78,27 @@ def test_every_evaluation_is_kept_with_its_controls(tmp_path, capsys):
     assert md.count("| classifier |") == 4
 
 
+def test_the_sets_own_network_named_or_not_is_one_record(tmp_path):
+    from evaluators.base import record_config
+
+    meta = {"eval_model": "convnet", "eval_model_kwargs": {"depth": 2}}
+    own = {"model": "convnet", "model_kwargs": {"depth": 2}, "num_models": 1}
+    assert record_config(own, meta) == {"model": None, "model_kwargs": None, "num_models": 1}
+    assert record_config({**own, "model_kwargs": None}, meta)["model"] is None  # the recorded kwargs apply
+    assert record_config({**own, "model_kwargs": {"depth": 3}}, meta)["model_kwargs"] == {"depth": 3}
+    assert record_config({"classifier": {**own, "model": "mlp"}}, meta)["classifier"]["model"] == "mlp"
+    assert record_config({"classifier": own}, {})["classifier"]["model"] == "convnet"  # the default is convnet {}
+    # Through the CLI: the distill's final evaluation names the network; an evaluate that leaves it to the set
+    # (otherwise the same evaluation) replaces that record instead of adding a second one.
+    assert main(["distill", str(_config(tmp_path)), *FAST_OVERRIDES]) == 0
+    synset = tmp_path / "runs" / "cli" / "synset.pt"
+    final = list((synset.parent / "evaluations").glob("classifier-*.json"))
+    assert main(["evaluate", str(synset), "evaluator.num_models=1", "evaluator.train.epochs=3",
+                 "evaluator.perf.compile=false", "evaluator.progress=false"]) == 0
+    after = list((synset.parent / "evaluations").glob("classifier-*.json"))
+    assert after == final and "by" not in json.loads(after[0].read_text())  # replaced by the evaluate
+
+
 def test_evaluations_on_other_data_are_other_records(tmp_path):
     from ddistill.eval_records import data_overrides, record_key, summarise, write_record
 
