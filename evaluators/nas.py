@@ -23,6 +23,7 @@ The cost is reported beside them: seconds of the proxy search, of the real searc
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -66,8 +67,31 @@ def enumerate_space(space: dict[str, list[Any]] = SEARCH_SPACE) -> list[dict[str
     return [dict(zip(keys, values)) for values in itertools.product(*(space[k] for k in keys))]
 
 
+def check_architectures_fit(archs: list[dict[str, Any]], shape: dict[str, Any]) -> None:
+    """Raises a ValueError naming the first architecture whose feature map collapses on these images (e.g. depth 4
+    with pooling on 8 px digits), with the fix, before any network is trained. Built once per (depth, pool, norm) at
+    width 8: the width does not change the map's size."""
+    seen: set[tuple] = set()
+    for arch in archs:
+        key = (arch.get("depth"), arch.get("pool"), arch.get("norm"))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            create_model("convnet", **shape, **{**arch, "width": 8})
+        except ValueError as err:
+            h, w = shape["image_size"]
+            raise ValueError(f"NAS architecture {arch} does not fit {h}x{w} images ({err}); give evaluator.space "
+                             f"with depths that fit (with pooling, depth d halves the map d times), e.g. "
+                             f"evaluator.space='{{width: [32, 64], depth: [1, 2], act: [relu], norm: [instancenorm], "
+                             f"pool: [avgpooling]}}'") from None
+
+
 def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman rank correlation (ties get average ranks), via scipy."""
+    """Spearman rank correlation (ties get average ranks), via scipy; NaN when either list ranks everything equal
+    (undefined: the evaluator says so in its warnings)."""
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return float("nan")
     return float(spearmanr(a, b).statistic)
 
 
@@ -162,6 +186,7 @@ class NASEvaluator(Evaluator):
         real_augment = build_augment(cfg.real.augment, meta.get("dataset", ""))
         archs = self.architectures()
         shape = dict(in_channels=x_proxy.shape[1], num_classes=real.num_classes, image_size=tuple(x_proxy.shape[2:]))
+        check_architectures_fit(archs, shape)
 
         def fit(i: int, arch: dict[str, Any], x, y, recipe: TrainRecipe, aug, stream: int,
                 repeat: tuple[int, ...] = ()) -> torch.nn.Module:
@@ -236,6 +261,16 @@ class NASEvaluator(Evaluator):
         # One ranking has no spread of its own; its resolution is the standard error of a Spearman correlation over
         # n architectures under no correlation, 1 / sqrt(n - 1) (0.45 for 6): a smaller gain is one swap's worth.
         found = random_subset_warnings("Spearman", rho, 1.0 / max(len(archs) - 1, 1) ** 0.5, controls)
+        if math.isnan(rho):
+            found.append("the proxy (or the real data) gives every architecture the same validation accuracy: no "
+                         "ranking, the Spearman is undefined (NaN)")
+        # A ranking of networks that all stayed near chance ranks noise, however high its Spearman.
+        chance = 100.0 / real.num_classes
+        for what, acc in (("proxy", proxy_acc), ("real", real_acc)):
+            if max(acc) < 1.5 * chance:
+                found.append(f"every {what}-trained architecture is near chance on the validation split (best "
+                             f"{max(acc):.1f} %, chance {chance:.1f} %): its ranking is noise; train longer "
+                             f"(evaluator.{what}.epochs)")
         if found:
             details["warnings"] = found
         details["cost"] = {"proxy_seconds": proxy_seconds, "real_seconds": real_seconds,

@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -109,3 +110,20 @@ def test_cli_continual_and_nas(tmp_path, digits):
                  "evaluator.space={width: [8], depth: [1, 2], act: [relu], norm: [none], pool: [avgpooling]}",
                  "evaluator.proxy.epochs=2", "evaluator.real.epochs=1", "evaluator.val_size=100",
                  "evaluator.perf.compile=false", "evaluator.progress=false", "--out", str(tmp_path / "n.json")]) == 0
+
+
+def test_nas_names_an_architecture_too_deep_for_the_images_and_warns_on_chance_rankings(digits):
+    real, test = digits
+    proxy, cfg = _random_proxy_and_config(real, ipc=2, num_architectures=2, proxy_epochs=2, controls=[])
+    data = EvalData(test=test, train=real)
+    deep = dataclasses.replace(cfg, space={**cfg.space, "depth": [4], "pool": ["maxpooling"]})
+    with pytest.raises(ValueError, match=r"'depth': 4.*does not fit 8x8 images.*evaluator.space"):
+        NASEvaluator(deep, seed=0).evaluate(proxy, data)
+    # A proxy whose every label is class 0 trains every architecture to answer 0 (chance on the balanced validation
+    # split): its Spearman is noise, and the result says so.
+    proxy.tensors["y"] = proxy.y * 0
+    res = NASEvaluator(cfg, seed=0).evaluate(proxy, data)
+    assert any("every proxy-trained architecture is near chance" in w for w in res.details["warnings"])
+    # (every architecture answers 0: equal accuracies, no ranking at all)
+    assert math.isnan(res.mean) and any("Spearman is undefined" in w for w in res.details["warnings"])
+    assert not any("every real-trained" in w for w in res.details["warnings"])
