@@ -110,7 +110,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"{where}: {value!r} fits none of {tp}")
+        if len(errors) == 1:  # one candidate (an optional block): its own message says what is wrong
+            raise ConfigError(errors[0])
+        raise ConfigError(f"{where}: {value!r} fits none of {tp} ({'; '.join(errors)})")
     if origin is typing.Literal:
         choices = typing.get_args(tp)
         if value not in choices:
