@@ -53,16 +53,27 @@ class EvalResult:
         return {"metric": self.metric, "mean": self.mean, "std": self.std, "values": self.values, **self.details}
 
     def __str__(self) -> str:
-        return f"{self.metric} {self.mean:.2f} ± {self.std:.2f} over {len(self.values)} models"
+        # What one value is: a freshly trained model, unless details say otherwise (a NAS ranking, a DD-Ranking run).
+        n, unit = len(self.values), self.details.get("value_unit", "model")
+        return f"{self.metric} {self.mean:.2f} ± {self.std:.2f} over {n} {unit}{'' if n == 1 else 's'}"
 
     def report(self) -> str:
-        """The score, then one indented line per control (``details["controls"]``: ``{name: {"mean", "std"?,
-        "what"?}}``), per reported-as habit and per warning, so a score is never printed without its controls."""
+        """The score, then one indented line per component of a composite score (``details["components"]``), per
+        control (``details["controls"]``: ``{name: {"mean", "std"?, "unit"?, "what"?}}``), per reported-as habit and
+        per warning, so a score is never printed without its controls."""
         lines = [str(self)]
+
+        def value(c: Mapping[str, Any]) -> str:
+            spread = f" ± {c['std']:.2f}" if isinstance(c.get("std"), (int, float)) else ""
+            return f"{c['mean']:.2f}{spread}" + (f" {c['unit']}" if c.get("unit") else "")
+
+        # The parts a composite score is made of (DD-Ranking's LRS: accuracies, HLR, IOR), in their own units.
+        for name, c in self.details.get("components", {}).items():
+            if isinstance(c, Mapping) and isinstance(c.get("mean"), (int, float)):
+                lines.append(f"  {name}: {value(c)}")
         for name, c in self.details.get("controls", {}).items():
-            if isinstance(c, Mapping) and "mean" in c:
-                spread = f" ± {c['std']:.2f}" if isinstance(c.get("std"), (int, float)) else ""
-                lines.append(f"  control {name}: {c['mean']:.2f}{spread}")
+            if isinstance(c, Mapping) and isinstance(c.get("mean"), (int, float)):
+                lines.append(f"  control {name}: {value(c)}")
         for name, r in self.details.get("reported_as", {}).items():
             value = r.get("mean", r.get("value"))
             if isinstance(value, (int, float)):

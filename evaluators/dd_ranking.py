@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ddistill.data import EvalData, EvalNeeds
 from ddistill.synset import SyntheticSet
@@ -150,9 +150,11 @@ class DDRankingEvaluator(Evaluator):
             "trainings": {name: r.to_dict() for name, r in runs.items()},
             "hard_label_trainings": "given (syn_hard_accuracy): measured by an earlier hard-label run" if given_hard
             else "trained here",
-            "controls": {"random_subset": _control(runs["any"], "random_subset"),
-                         "whole_set": _control(runs["hard"], "whole_set") if cfg.real_hard_accuracy is None else
-                         {"mean": cfg.real_hard_accuracy, "what": "given (real_hard_accuracy)"}},
+            "controls": {"random_subset": {**_control(runs["any"], "random_subset"), "unit": "% accuracy"},
+                         "whole_set": {**_control(runs["hard"], "whole_set"), "unit": "% accuracy"}
+                         if cfg.real_hard_accuracy is None else
+                         {"mean": cfg.real_hard_accuracy, "what": "given (real_hard_accuracy)", "unit": "% accuracy"}},
+            "components": _components(final, cfg.scores), "value_unit": "run",
             "deviations_from_ddranking": [
                 "learning rate selected on a validation split of the real training data (ddranking: on the test "
                 "split)", "explicit seeds (ddranking: wall-clock seeds)",
@@ -163,6 +165,30 @@ class DDRankingEvaluator(Evaluator):
         if "lrs" in cfg.scores and "ars" in cfg.scores:
             details["augmentation_robust_score"] = final["ars"]["augmentation_robust_score_mean"]
         return EvalResult(metric, list(values), details)
+
+
+def _components(final: Mapping[str, Any], scores: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """What the headline score is made of, in its own units, printed under it: the set's accuracies (%), HLR and
+    IOR (percentage points, as DD-Ranking defines them) and ARS."""
+    acc = final["accuracies"]
+
+    def stats(values: Sequence[float], unit: str) -> dict[str, Any]:
+        r = EvalResult("", list(values))
+        return {"mean": r.mean, "std": r.std, "unit": unit}
+
+    out = {"set accuracy": stats(acc["any"]["set"], "%")}
+    if acc["hard"]["set"] != acc["any"]["set"]:
+        out["set accuracy, hard labels"] = stats(acc["hard"]["set"], "%")
+    if "lrs" in scores:
+        lrs = final["lrs"]
+        out["HLR (whole split - set, hard labels)"] = {"mean": lrs["hard_label_recovery_mean"],
+                                                       "std": lrs["hard_label_recovery_std"], "unit": "points"}
+        out["IOR (set - random subset)"] = {"mean": lrs["improvement_over_random_mean"],
+                                            "std": lrs["improvement_over_random_std"], "unit": "points"}
+    if "ars" in scores and "lrs" in scores:
+        ars = final["ars"]
+        out["ARS"] = {"mean": ars["augmentation_robust_score_mean"], "std": ars["augmentation_robust_score_std"]}
+    return out
 
 
 def _control(result: EvalResult, name: str) -> dict[str, Any]:

@@ -283,7 +283,7 @@ class NASEvaluator(Evaluator):
             "proxy_search_seconds": proxy_seconds, "real_search_seconds": real_seconds,
             "proxy_size": int(x_proxy.shape[0]), "real_train_size": int(train_idx.numel()),
             "val_size": int(val_idx.numel()), "proxy_epochs": cfg.proxy.epochs, "real_epochs": cfg.real.epochs,
-            "seed": self.seed,
+            "seed": self.seed, "value_unit": "ranking",
         })
 
     def _random_subset(self, synset: SyntheticSet, real: RealData, train_idx: torch.Tensor, archs: list[dict[str, Any]],

@@ -23,7 +23,14 @@ def _random_set(real, ipc=10, seed=0):
 def test_eval_result_stats():
     r = EvalResult("accuracy", [50.0, 60.0])
     assert r.mean == 55.0 and r.std == 5.0  # population std, as np.std in the papers' code
-    assert "55.00 ± 5.00" in str(r)
+    assert "55.00 ± 5.00" in str(r) and str(r).endswith("over 2 models")
+    # One value, another unit, the parts of a composite score and the controls' units, in that order.
+    one = EvalResult("label_robust_score", [0.25], {
+        "value_unit": "run", "components": {"IOR (set - random subset)": {"mean": 7.1, "std": 0.3, "unit": "points"}},
+        "controls": {"random_subset": {"mean": 31.08, "unit": "% accuracy"}, "none": {"mean": None}}})
+    assert one.report().splitlines() == ["label_robust_score 0.25 ± 0.00 over 1 run",
+                                         "  IOR (set - random subset): 7.10 ± 0.30 points",
+                                         "  control random_subset: 31.08 % accuracy"]
 
 
 def test_beats_chance_on_digits_and_is_reproducible(digits):
