@@ -203,9 +203,14 @@ def build_component(registry: Any, spec: Mapping[str, Any] | None, kind: str) ->
     spec = dict(spec or {})
     if "name" not in spec:
         raise ConfigError(f"{kind} needs a name; choose from {registry.names()}")
-    cls = registry.get(spec.pop("name"))
+    name = spec.pop("name")
+    cls = registry.get(name)
     preset = spec.pop("preset", None)
-    return cls, config_from_preset(cls.Config, getattr(cls, "presets", {}) or {}, preset, spec, where=kind)
+    presets = getattr(cls, "presets", {}) or {}
+    if preset is not None and not presets:
+        having = [n for n in registry.names() if getattr(registry.get(n), "presets", None)]
+        raise ConfigError(f"the {name} {kind} has no presets (preset '{preset}'); {kind}s with presets: {having}")
+    return cls, config_from_preset(cls.Config, presets, preset, spec, where=kind)
 
 
 def to_dict(obj: Any) -> Any:

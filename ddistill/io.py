@@ -219,8 +219,19 @@ def load_artifact(path: str | os.PathLike, *, format: str, what: str, max_versio
             version, or lacks required keys. The message names the file and the problem.
     """
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.pt"))[:5]
+        raise FileNotFoundError(f"{path} is a folder; a {what} is a file" + (
+            f" (.pt files in it: {', '.join(found)})" if found else " (the folder holds no .pt file)"))
     if not path.is_file():
         raise FileNotFoundError(f"no {what} at {path}")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    # torch files are zip archives ("PK"), or pickles (protocol byte 0x80) from torch's legacy format: anything
+    # else (a text file, an image) gets a plain message, not the unpickler's KeyError on its first byte.
+    if head[:2] != b"PK" and head[:1] != b"\x80":
+        raise error(f"{path} is not a ddistill {what}: " + ("the file is empty" if not head else
+                                                           "not a torch file (neither a zip archive nor a pickle)"))
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # torch raises several types for truncated, foreign or unsafe pickles

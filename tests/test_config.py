@@ -60,3 +60,11 @@ def test_an_optional_blocks_own_check_is_the_message():
         config.from_dict(ClassifierConfig, {"lr_search": {"grid": [-1]}}, where="evaluator")
     with pytest.raises(config.ConfigError, match="^evaluator.lr_search: expected a mapping for LRSearchConfig, got 3$"):
         config.from_dict(ClassifierConfig, {"lr_search": 3}, where="evaluator")
+
+
+def test_a_preset_for_a_component_without_presets_names_those_with_them():
+    from evaluators import EVALUATORS
+
+    with pytest.raises(config.ConfigError, match=r"the continual evaluator has no presets \(preset 'common'\); "
+                                                 r"evaluators with presets: \['classifier'\]"):
+        config.build_component(EVALUATORS, {"name": "continual", "preset": "common"}, "evaluator")

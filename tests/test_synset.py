@@ -53,6 +53,21 @@ def test_truncated_file(tmp_path):
         SyntheticSet.load(path)
 
 
+def test_a_text_file_an_empty_file_and_a_folder_are_named_plainly(tmp_path):
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    with pytest.raises(SyntheticSetError, match=r"notes.txt is not a ddistill synthetic set: not a torch file \("):
+        SyntheticSet.load(tmp_path / "notes.txt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(SyntheticSetError, match="empty.pt is not a ddistill synthetic set: the file is empty"):
+        SyntheticSet.load(tmp_path / "empty.pt")
+    run = tmp_path / "run"
+    run.mkdir()
+    _set().save(run / "synset.pt")
+    with pytest.raises(FileNotFoundError, match=r"run is a folder; a synthetic set is a file \(.pt files in it: "
+                                                r"synset.pt\)"):
+        SyntheticSet.load(run)
+
+
 def test_newer_version(tmp_path):
     s = _set()
     path = tmp_path / "new.pt"

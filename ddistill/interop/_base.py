@@ -102,8 +102,10 @@ def load_target(dataset: str, *, root: str | None = None, zca: bool = False, zca
         train = load_split(spec, "train")
     except (FileNotFoundError, ValueError) as e:
         need = "its classes, image shape and normalisation" + (" and to fit its ZCA" if zca else "")
-        raise InteropError(f"importing needs the {dataset} training split ({need}); {_first_line(e)} "
-                           f"(pass --root DIR)") from None
+        # The data layer's hint names dataset.download, an option of distill/evaluate, not of import: drop it.
+        why = _first_line(e).split(" Pass dataset.download=true")[0]
+        where = f"--root {root} does not hold it" if root else "pass --root DIR, the folder that holds it"
+        raise InteropError(f"importing needs the {dataset} training split ({need}); {why} ({where})") from None
     normalize = zca_after_normalize if zca else True
     return Target(train.info, make_encoding(train, zca=zca, zca_eps=zca_eps, normalize=normalize), spec)
 
