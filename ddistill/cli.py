@@ -203,6 +203,7 @@ def _distill_run(run: RunConfig, run_dir: Any, synth_cls: Any, synth_cfg: Any, e
             "synset": str(run_dir.file("synset.pt")), "evaluator": evaluator.name, "seed": run.seed,
             "config": cfgmod.to_dict(evaluator.config), "data": cfgmod.to_dict(run.dataset), "device": str(device),
             "key_config": record_config(cfgmod.to_dict(evaluator.config), synset.meta),
+            "setup": evaluation_setup(type(evaluator), evaluator.config, res.to_dict()),
             "time": time.strftime("%Y-%m-%d %H:%M:%S"), "evaluation": res.to_dict(),
             "by": "ddistill distill (the final evaluation)"}))
         if "reported_as" in results:
@@ -212,6 +213,23 @@ def _distill_run(run: RunConfig, run_dir: Any, synth_cls: Any, synth_cfg: Any, e
     write_json(run_dir.file("results.json"), results)
     print(f"wrote {', '.join(str(p) for p in wrote)}", flush=True)
     return results
+
+
+def evaluation_setup(eval_cls: Any, config: Any, evaluation: dict[str, Any] | None) -> str:
+    """One line that tells an evaluation record from its neighbours in ``evaluations.md``: the preset, the fields set
+    beyond the evaluator's defaults (or the preset's), speed and display settings left out, and the network it
+    trained (resolved from the set when the config left it open)."""
+    preset = getattr(config, "preset", None)
+    base = cfgmod.config_from_preset(eval_cls.Config, getattr(eval_cls, "presets", {}) or {}, preset, {},
+                                     where="evaluator") if preset else eval_cls.Config()
+    changed = {k: v for k, v in cfgmod.differences(base, config).items()
+               if k not in ("preset", "progress") and not k.startswith("perf.") and ".perf." not in k}
+    parts = ([f"preset={preset}"] if preset else []) + [f"{k}={v}" for k, v in sorted(changed.items())]
+    details = evaluation or {}
+    if details.get("model") and "model" not in changed:
+        kwargs = details.get("model_kwargs") or {}
+        parts.append(f"network={details['model']}" + (f" {kwargs}" if kwargs else ""))
+    return "; ".join(str(p) for p in parts) or "defaults"
 
 
 def max_over_distillation(curve: list[dict[str, Any]], final: Any) -> dict[str, Any]:
@@ -295,6 +313,7 @@ def evaluate(synset_path: str | Path, *, evaluator: str = "classifier", override
         result["data_overrides"] = changed
     # The set's own network, named or not, is one evaluation (the distill's final record names it).
     result["key_config"] = record_config(result["config"], synset.meta)
+    result["setup"] = evaluation_setup(eval_cls, ev.config, result.get("evaluation"))
     record = write_record(synset_path, result)
     print(f"wrote {record} (all evaluations of this set: {record.parent.parent / 'evaluations.md'})")
     if out:

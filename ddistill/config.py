@@ -213,6 +213,22 @@ def build_component(registry: Any, spec: Mapping[str, Any] | None, kind: str) ->
     return cls, config_from_preset(cls.Config, presets, preset, spec, where=kind)
 
 
+def differences(base: Any, config: Any) -> dict[str, Any]:
+    """The fields of ``config`` whose values differ from ``base``'s (two configs of one dataclass, or their dicts), as
+    dotted keys with nested configs flattened: ``{"train.epochs": 20, "num_models": 1}``."""
+
+    def walk(x: Mapping[str, Any], y: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in y.items():
+            if isinstance(v, Mapping) and isinstance(x.get(k), Mapping):
+                out.update(walk(x[k], v, f"{prefix}{k}."))
+            elif x.get(k) != v:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    return walk(to_dict(base), to_dict(config), "")
+
+
 def to_dict(obj: Any) -> Any:
     """Dataclass -> plain dict (recursively), for dumping the resolved config."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

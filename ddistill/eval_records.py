@@ -27,8 +27,8 @@ __all__ = ["DISPLAY_FIELDS", "data_overrides", "file_sha256", "record_key", "sum
 #: read through a store of it) is the same evaluation.
 LOCATION_FIELDS = ("root", "download", "store")
 
-_COLUMNS = ("evaluator", "config_hash", "seed", "metric", "mean", "std", "n", "controls", "data", "set", "time",
-            "record")
+_COLUMNS = ("evaluator", "config_hash", "seed", "metric", "mean", "std", "n", "setup", "controls", "data", "set",
+            "time", "record")
 #: The set file of a run directory: its records keep the keys they had before set names keyed records.
 RUN_SET = "synset.pt"
 
@@ -110,7 +110,8 @@ def _row(path: Path, digests: dict[str, str | None] | None = None) -> dict[str, 
         ev = {"metric": "pool", "mean": None, "std": None, "values": [v.get("mean") for v in rec["pool"].values()]}
     return {"evaluator": rec.get("evaluator"), "config_hash": rec.get("key", "").split("-")[-2] if rec.get("key") else "",
             "seed": rec.get("seed"), "metric": ev.get("metric"), "mean": ev.get("mean"), "std": ev.get("std"),
-            "n": len(ev.get("values") or []), "controls": _controls(ev.get("controls") or {}),
+            "n": len(ev.get("values") or []), "setup": rec.get("setup", ""),
+            "controls": _controls(ev.get("controls") or {}),
             "data": _overrides(rec.get("data_overrides") or {}),
             "set": _set_state(rec, path.parent.parent, {} if digests is None else digests),
             "time": rec.get("time", ""), "record": str(path.relative_to(path.parent.parent))}

@@ -76,6 +76,8 @@ def test_every_evaluation_is_kept_with_its_controls(tmp_path, capsys):
     assert all("random_subset=" in row for row in csv_rows[1:])
     md = (synset.parent / "evaluations.md").read_text()
     assert md.count("| classifier |") == 4
+    # Each row says how it differs from the evaluator's defaults (speed and display settings aside).
+    assert md.count("| model=mlp; num_models=1; train.epochs=3 |") == 2 and "perf." not in md
 
 
 def test_the_sets_own_network_named_or_not_is_one_record(tmp_path):
