@@ -285,10 +285,13 @@ def evaluate(synset_path: str | Path, *, evaluator: str = "classifier", override
     result: dict[str, Any] = {"synset": str(synset_path), "evaluator": ev.name, "seed": seed,
                               "config": cfgmod.to_dict(ev.config), "data": cfgmod.to_dict(spec),
                               "device": str(device), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    pools = {**EVAL_POOLS, **GNN_POOLS}
+    if pool and pool not in pools:
+        raise KeyError(f"unknown pool '{pool}'; choose from {sorted(pools)}")
+    if context.is_main:  # what is about to run (long runs print nothing else until done when output is a file)
+        print(f"evaluating {synset_path} with {ev.name}" + (f" over the {pool} pool" if pool else "") + ": "
+              f"{evaluation_setup(eval_cls, ev.config, None)}", flush=True)
     if pool:
-        pools = {**EVAL_POOLS, **GNN_POOLS}
-        if pool not in pools:
-            raise KeyError(f"unknown pool '{pool}'; choose from {sorted(pools)}")
         result["pool_name"] = pool
         results = ev.across(pools[pool], synset, data)
         result["pool"] = {name: r.to_dict() for name, r in results.items()}

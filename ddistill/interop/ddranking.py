@@ -69,7 +69,7 @@ class DDRankingExporter(Exporter):
                              "p / T) is p only at T = 1)")
         else:
             y = synset.y[order].long()
-            label_note = "class indices (int64)"
+            label_note = "class indices"
         y = y.detach().cpu().contiguous()
         write_file(folder / "images.pt", lambda f: torch.save(x, f))
         write_file(folder / "labels.pt", lambda f: torch.save(y, f))
