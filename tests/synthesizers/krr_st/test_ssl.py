@@ -187,7 +187,7 @@ def test_bad_teacher_files_are_clear_errors(tmp_path):
         load_teacher(tmp_path / "missing.pt")
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a torch file")
-    with pytest.raises(TeacherFileError, match="not a readable"):
+    with pytest.raises(TeacherFileError, match="garbage.pt is not a ddistill teacher: not a torch file"):
         load_teacher(garbage)
     bare = atomic_torch_save(net.state_dict(), tmp_path / "bare.pt")
     with pytest.raises(TeacherFileError, match="save_teacher"):
