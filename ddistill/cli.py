@@ -138,7 +138,6 @@ def _prepare_run_dir(run_dir: Any, resolved: dict[str, Any], *, resume: bool, ov
 def _distill_run(run: RunConfig, run_dir: Any, synth_cls: Any, synth_cfg: Any, evaluator: Any, context: Any,
                  device: str, *, resume: bool) -> dict[str, Any]:
     """The distillation and final evaluation, on every rank; rank 0 writes the log, the set and the results."""
-    from evaluators.base import record_config
     from synthesizers import LoopConfig
     from synthesizers.callbacks import Checkpoint, JSONLLog, PeriodicEval, ProgressBar
 
@@ -202,7 +201,7 @@ def _distill_run(run: RunConfig, run_dir: Any, synth_cls: Any, synth_cfg: Any, e
         wrote.append(write_record(run_dir.file("synset.pt"), {
             "synset": str(run_dir.file("synset.pt")), "evaluator": evaluator.name, "seed": run.seed,
             "config": cfgmod.to_dict(evaluator.config), "data": cfgmod.to_dict(run.dataset), "device": str(device),
-            "key_config": record_config(cfgmod.to_dict(evaluator.config), synset.meta),
+            "key_config": type(evaluator).key_config(cfgmod.to_dict(evaluator.config), synset.meta),
             "setup": evaluation_setup(type(evaluator), evaluator.config, res.to_dict()),
             "time": time.strftime("%Y-%m-%d %H:%M:%S"), "evaluation": res.to_dict(),
             "by": "ddistill distill (the final evaluation)"}))
@@ -254,7 +253,6 @@ def evaluate(synset_path: str | Path, *, evaluator: str = "classifier", override
             ``<set folder>/evaluations/``, keyed by evaluator, config and seed; see :mod:`ddistill.eval_records`).
     """
     from evaluators import EVALUATORS
-    from evaluators.base import record_config
 
     from .data import Encoding, load_eval_data
     from .distributed import init_distributed
@@ -279,15 +277,15 @@ def evaluate(synset_path: str | Path, *, evaluator: str = "classifier", override
     espec = {"name": evaluator, **over.get("evaluator", {})}
     eval_cls, eval_cfg = cfgmod.build_component(EVALUATORS, espec, "evaluator")
     ev = eval_cls(eval_cfg, device=device, seed=seed)
+    pools = {**EVAL_POOLS, **GNN_POOLS}
+    if pool and pool not in pools:  # before any data is loaded
+        raise KeyError(f"unknown pool '{pool}'; choose from {sorted(pools)}")
     encoding = Encoding.from_meta(synset.meta["encoding"], synset.tensors) if "encoding" in synset.meta else None
     data = load_eval_data(spec, ev.needs({**synset.meta, "data": cfgmod.to_dict(spec)}), encoding=encoding,
                           device=device)
     result: dict[str, Any] = {"synset": str(synset_path), "evaluator": ev.name, "seed": seed,
                               "config": cfgmod.to_dict(ev.config), "data": cfgmod.to_dict(spec),
                               "device": str(device), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-    pools = {**EVAL_POOLS, **GNN_POOLS}
-    if pool and pool not in pools:
-        raise KeyError(f"unknown pool '{pool}'; choose from {sorted(pools)}")
     if context.is_main:  # what is about to run (long runs print nothing else until done when output is a file)
         print(f"evaluating {synset_path} with {ev.name}" + (f" over the {pool} pool" if pool else "") + ": "
               f"{evaluation_setup(eval_cls, ev.config, None)}", flush=True)
@@ -315,7 +313,7 @@ def evaluate(synset_path: str | Path, *, evaluator: str = "classifier", override
     if changed:
         result["data_overrides"] = changed
     # The set's own network, named or not, is one evaluation (the distill's final record names it).
-    result["key_config"] = record_config(result["config"], synset.meta)
+    result["key_config"] = eval_cls.key_config(result["config"], synset.meta)
     result["setup"] = evaluation_setup(eval_cls, ev.config, result.get("evaluation"))
     record = write_record(synset_path, result)
     print(f"wrote {record} (all evaluations of this set: {record.parent.parent / 'evaluations.md'})")

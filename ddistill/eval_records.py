@@ -41,12 +41,12 @@ DISPLAY_FIELDS = {"progress": True}
 def record_key(evaluator: str, config: dict[str, Any], seed: int, data: dict[str, Any] | None = None,
                set_name: str | None = None, device: str | None = None) -> str:
     """``<evaluator>-<12 hex of the hash>-seed<seed>``, hashing the config in canonical JSON (display-only fields,
-    :data:`DISPLAY_FIELDS`, at their default), with ``data`` (the ``dataset.*`` overrides of an evaluation on other
+    :data:`DISPLAY_FIELDS`, at their default wherever they are), with ``data`` (the ``dataset.*`` overrides of an evaluation on other
     data than the set's own) beside it when given: a set scored on another test split is another evaluation, not a
     replacement. ``set_name``: the set's file name, part of the hash unless it is a run's ``synset.pt``. ``device``:
     part of the hash unless it is the CPU (another device gives other floating-point results, so a GPU evaluation
     never replaces a CPU one). Without any of them the key is the config's alone."""
-    config = {**config, **{k: v for k, v in DISPLAY_FIELDS.items() if k in config}}
+    config = _display_at_default(config)
     keyed: Any = config if not data else {"config": config, "data": data}
     if device is not None and device.split(":")[0] != "cpu":
         keyed = {"device": device.split(":")[0], "evaluated": keyed}
@@ -54,6 +54,16 @@ def record_key(evaluator: str, config: dict[str, Any], seed: int, data: dict[str
         keyed = {"set": set_name, "evaluated": keyed}
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"{evaluator}-{digest}-seed{seed}"
+
+
+def _display_at_default(block: Any) -> Any:
+    """``block`` with every :data:`DISPLAY_FIELDS` entry, at any depth (``dd_ranking``'s ``classifier.progress``),
+    set to its default."""
+    if isinstance(block, dict):
+        return {k: DISPLAY_FIELDS[k] if k in DISPLAY_FIELDS else _display_at_default(v) for k, v in block.items()}
+    if isinstance(block, list):
+        return [_display_at_default(v) for v in block]
+    return block
 
 
 def data_overrides(recorded: dict[str, Any], used: dict[str, Any]) -> dict[str, Any]:

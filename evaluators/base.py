@@ -75,9 +75,9 @@ class EvalResult:
             if isinstance(c, Mapping) and isinstance(c.get("mean"), (int, float)):
                 lines.append(f"  control {name}: {value(c)}")
         for name, r in self.details.get("reported_as", {}).items():
-            value = r.get("mean", r.get("value"))
-            if isinstance(value, (int, float)):
-                lines.append(f"  reported as {name} (not the honest score): {value:.2f}")
+            number = r.get("mean", r.get("value"))
+            if isinstance(number, (int, float)):
+                lines.append(f"  reported as {name} (not the honest score): {number:.2f}")
         for warning in self.details.get("warnings", []):
             lines.append(f"  warning: {warning}")
         return "\n".join(lines)
@@ -208,6 +208,13 @@ class Evaluator(ABC):
     def config_from_preset(cls, preset: str | None = None, **overrides: Any) -> Any:
         """``Config`` filled from the named preset, then ``overrides`` (strict: unknown keys raise)."""
         return config_from_preset(cls.Config, cls.presets, preset, overrides, where=f"{cls.name} evaluator config")
+
+    @classmethod
+    def key_config(cls, config: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+        """The config (as a dict) that an evaluation record's key hashes: :func:`record_config`. An evaluator whose
+        config gained a field after records existed leaves it out here while it is unused, so older records keep
+        their keys."""
+        return record_config(config, meta)
 
     def needs(self, meta: Mapping[str, Any]) -> EvalNeeds:
         """The real data :meth:`run` reads for a set with metadata ``meta`` (default: the test split). Only

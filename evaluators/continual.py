@@ -104,6 +104,14 @@ class ContinualEvaluator(Evaluator):
 
     Config = ContinualConfig
 
+    @classmethod
+    def key_config(cls, config: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+        """As the base, without the ``whole_set`` recipe unless that control runs (it came after records existed)."""
+        out = super().key_config(config, meta)
+        if "whole_set" not in (out.get("controls") or []):
+            out.pop("whole_set", None)
+        return out
+
     def needs(self, meta: Mapping[str, Any]) -> EvalNeeds:
         """The test split, and the real training split for the controls."""
         return EvalNeeds(test=True, train=bool(self.config.controls))

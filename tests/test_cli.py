@@ -178,7 +178,7 @@ def test_output_to_a_file_holds_no_control_codes_or_cuda_warning(tmp_path):
     # can fail.
     (tmp_path / "cuda").mkdir()
     env = {**os.environ, "CUDA_HOME": str(tmp_path / "cuda")}
-    if not torch.cuda.is_available():
+    if torch.version.cuda is not None and not torch.cuda.is_available():  # (a CPU-only torch never prints it)
         bare = subprocess.run([sys.executable, "-c", "import torch.utils.cpp_extension"], capture_output=True,
                               text=True, timeout=300, env=env)
         assert "CUDA_HOME" in bare.stdout + bare.stderr, "torch no longer prints the notice: test what it prints now"
@@ -216,3 +216,19 @@ def test_sets_sharing_a_folder_keep_their_own_records_and_a_replaced_set_is_mark
     (tmp_path / "a.pt").write_bytes(b"another set a")  # e.g. distilled again with --overwrite
     rows = summarise(tmp_path)[0].read_text().splitlines()[1:]
     assert sum("a.pt (replaced since)" in r for r in rows) == 1 and sum(",b.pt," in r for r in rows) == 1
+
+
+def test_record_keys_ignore_display_fields_at_any_depth_and_an_unused_new_field():
+    # dd_ranking keeps progress under classifier; the continual evaluator's whole_set recipe (added after records
+    # existed) is hashed only when that control runs, so older continual records keep their keys.
+    from ddistill import config as cfgmod
+    from ddistill.eval_records import record_key
+    from evaluators.continual import ContinualConfig, ContinualEvaluator
+
+    shown = {"classifier": {"num_models": 1, "progress": True}}
+    quiet = {"classifier": {"num_models": 1, "progress": False}}
+    assert record_key("dd_ranking", quiet, 0) == record_key("dd_ranking", shown, 0)
+    default = cfgmod.to_dict(ContinualConfig())
+    keyed = ContinualEvaluator.key_config(default, {})
+    assert "whole_set" not in keyed and keyed["controls"] == ["random_subset"]
+    assert "whole_set" in ContinualEvaluator.key_config({**default, "controls": ["whole_set"]}, {})
