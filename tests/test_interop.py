@@ -210,7 +210,7 @@ def test_dc_res_experiments(tmp_path, digits, digits_target):
     assert imp["experiment"] == 0 and imp["pairs_in_file"] == 3 and imp["accs_all_exps"] == {"ConvNet": [0.25, 0.75]}
     assert imp["files"] == {"result": str(path)} and "default" in imp["assumed"][1]
     # DM's ConvNet is DC's instance-norm one: recorded, so an evaluation without evaluator.model trains it.
-    assert (first.meta["eval_model"], first.meta["eval_model_kwargs"]) == ("convnet", {})
+    assert (first.meta["eval_model"], first.meta["eval_model_kwargs"]) == ("convnet", {"depth": 3})
     last = import_set("dc_res", [path], target=digits_target, experiment=-1)
     assert torch.equal(last.x, pairs[2][0]) and last.meta["imported"]["experiment"] == 2
     with pytest.raises(InteropError, match=r"holds 3 \[images, labels\] pair\(s\).*--experiment 5 is out of range"):
@@ -243,7 +243,7 @@ def test_datadam_snapshots_and_zca_after_normalisation(tmp_path, digits):
     assert torch.allclose(synset.decode_images(), pixels, atol=1e-4)
     assert "normalised with the digits mean" in synset.meta["imported"]["assumed"][0]
     # DataDAM's get_network('ConvNet') is batch norm; a file of one snapshot says it cannot tell which iteration.
-    assert (synset.meta["eval_model"], synset.meta["eval_model_kwargs"]) == ("convnet", {"norm": "batchnorm"})
+    assert (synset.meta["eval_model"], synset.meta["eval_model_kwargs"]) == ("convnet", {"norm": "batchnorm", "depth": 3})
     _dc_res(path, snapshots[:1], {"ConvNet": []})
     one = import_set("dc_res", [path], dataset="digits", zca=True)
     assert any("only DataDAM snapshot" in a for a in one.meta["imported"]["assumed"])
@@ -258,9 +258,11 @@ def test_datadam_snapshots_and_zca_after_normalisation(tmp_path, digits):
 def test_dc_res_evaluation_network_from_the_file_name():
     from ddistill.interop.dc_res import evaluation_network
 
-    assert evaluation_network("res_DataDAM_CIFAR10_ConvNet_10ipc_.pt") == ("convnet", {"norm": "batchnorm"})
-    assert evaluation_network("res_DSA_CIFAR10_ConvNet_50ipc.pt") == ("convnet", {})
-    assert evaluation_network("res_DM_Tiny_Image_ConvNetBN_1ipc.pt") == ("convnet", {"norm": "batchnorm"})
+    # DC's ConvNet is depth 3 at any size (ddistill's convnet would pick 4 at 64 px): the depth is stated.
+    assert evaluation_network("res_DataDAM_CIFAR10_ConvNet_10ipc_.pt") == ("convnet", {"norm": "batchnorm", "depth": 3})
+    assert evaluation_network("res_DSA_CIFAR10_ConvNet_50ipc.pt") == ("convnet", {"depth": 3})
+    assert evaluation_network("res_DM_TinyImageNet_ConvNetD4_1ipc.pt") == ("convnet", {"depth": 4})
+    assert evaluation_network("res_DM_Tiny_Image_ConvNetBN_1ipc.pt") == ("convnet", {"norm": "batchnorm", "depth": 3})
     assert evaluation_network("res_DC_CIFAR10_ResNet18_10ipc.pt") is None
     assert evaluation_network("my_set.pt") is None
 

@@ -28,16 +28,19 @@ _NAME = re.compile(r"^res_(?P<method>[A-Za-z]+)_(?P<dataset>.+)_(?P<model>[A-Za-
 
 def evaluation_network(file_name: str) -> tuple[str, dict[str, Any]] | None:
     """The ddistill network the official code distilled and evaluated the file's set with, from its name: DC/DSA/DM's
-    ``ConvNet`` is DC's instance-norm ConvNet (``convnet`` with its defaults), DataDAM's ``get_network('ConvNet')``
-    builds a batch-norm one, ``ConvNetBN`` is batch norm in every code. None for any other name (not guessed)."""
+    ``ConvNet`` is DC's instance-norm ConvNet, depth 3 at every image size (``get_default_convnet_setting``; ddistill's
+    ``convnet`` would pick depth 4 at 64 px, so the depth is stated), ``ConvNetD<n>`` the same at depth n;
+    DataDAM's ``get_network('ConvNet')`` builds a batch-norm one, ``ConvNetBN`` is batch norm in every code. None for
+    any other name (not guessed)."""
     m = _NAME.match(file_name)
     if m is None:
         return None
     method, model = m["method"].lower(), m["model"]
+    deep = re.fullmatch(r"ConvNetD(\d)", model)
     if model == "ConvNetBN" or (model == "ConvNet" and method == "datadam"):
-        return "convnet", {"norm": "batchnorm"}
-    if model == "ConvNet" and method in ("dc", "dsa", "dm"):
-        return "convnet", {}
+        return "convnet", {"norm": "batchnorm", "depth": 3}
+    if method in ("dc", "dsa", "dm") and (model == "ConvNet" or deep):
+        return "convnet", {"depth": int(deep[1]) if deep else 3}
     return None
 
 
