@@ -220,7 +220,9 @@ def differences(base: Any, config: Any) -> dict[str, Any]:
     def walk(x: Mapping[str, Any], y: Mapping[str, Any], prefix: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k, v in y.items():
-            if isinstance(v, Mapping) and isinstance(x.get(k), Mapping):
+            # A mapping field with other keys (a preset's model_kwargs emptied, a NAS space with fewer keys) is
+            # shown whole: walking only its present keys would hide what was removed.
+            if isinstance(v, Mapping) and isinstance(x.get(k), Mapping) and set(v) == set(x[k]):
                 out.update(walk(x[k], v, f"{prefix}{k}."))
             elif x.get(k) != v:
                 out[f"{prefix}{k}"] = v

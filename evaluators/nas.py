@@ -81,6 +81,8 @@ def check_architectures_fit(archs: list[dict[str, Any]], shape: dict[str, Any]) 
             create_model("convnet", **shape, **{**arch, "width": 8})
         except ValueError as err:
             h, w = shape["image_size"]
+            if "collapsed" not in str(err):  # another problem (a misspelled norm): its own message
+                raise ValueError(f"NAS architecture {arch} cannot be built: {err}") from None
             raise ValueError(f"NAS architecture {arch} does not fit {h}x{w} images ({err}); give evaluator.space "
                              f"with depths that fit (with pooling, depth d halves the map d times), e.g. "
                              f"evaluator.space='{{width: [32, 64], depth: [1, 2], act: [relu], norm: [instancenorm], "

@@ -2,6 +2,7 @@
 import sys
 
 from ddistill.cli import main
+from ddistill.distributed import exit_process
 
 if __name__ == "__main__":
-    raise SystemExit(main(["evaluate", *sys.argv[1:]]))
+    exit_process(main(["evaluate", *sys.argv[1:]]))  # as the ddistill command ends (a torchrun rank: os._exit)

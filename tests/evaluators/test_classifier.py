@@ -263,11 +263,12 @@ def test_every_augmentation_runs_through_the_evaluator(augment, digits):
     real, test = digits
     # CIFAR's 4-pixel pad and flip would leave little of an 8-pixel digit (it scores at chance): 1 pixel, no flip.
     spec = {"name": augment, "padding": 1, "flip": False} if augment == "pad_crop_flip" else augment
-    cfg = ClassifierConfig(model="mlp", num_models=1, train=TrainRecipe(epochs=40, augment=spec), perf=FAST,
+    cfg = ClassifierConfig(model="mlp", num_models=1, train=TrainRecipe(epochs=100, augment=spec), perf=FAST,
                            progress=False)
     res = ClassifierEvaluator(cfg, seed=0).evaluate(_random_set(real, ipc=5), EvalData(train=real, test=test))
-    assert res.details["augment"] == spec and res.mean > 20.0  # 10 classes: chance is 10 %
-    assert res.details["controls"]["random_subset"]["mean"] > 20.0
+    # 10 classes: chance is 10 %; measured 57-78 % for the set and 44-79 % for its control at 100 epochs
+    assert res.details["augment"] == spec and res.mean > 30.0
+    assert res.details["controls"]["random_subset"]["mean"] > 30.0
 
 
 def test_batched_training_matches_the_sequential_loop(digits):
