@@ -189,10 +189,10 @@ def exit_process(code: int) -> NoReturn:
     written its result and called it abort with "terminate called without an active exception" (whether inside
     ``destroy_process_group`` or after it, that log did not say). torch's C++ threads (autograd's, gloo's) can call
     into Python while the interpreter finalises and tears the GIL down (pytorch/pytorch#190489), and torchrun would
-    report the finished run as failed. A rank of a
-    ``torchrun`` job (``WORLD_SIZE`` > 1) therefore flushes its streams and logging and ends with ``os._exit``: every
-    file the library writes is closed by the time a command returns, and the library registers no exit handlers,
-    so finalisation had nothing left to do for it. One process exits as usual (``SystemExit``).
+    report the finished run as failed. A rank of a ``torchrun`` job (``WORLD_SIZE`` > 1) therefore flushes its
+    streams and logging and ends with ``os._exit``: every file the library writes is closed by the time a command
+    returns, and the library registers no exit handlers, so finalisation had nothing left to do for it. One process
+    exits as usual (``SystemExit``).
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         logging.shutdown()

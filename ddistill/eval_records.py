@@ -41,11 +41,11 @@ DISPLAY_FIELDS = {"progress": True}
 def record_key(evaluator: str, config: dict[str, Any], seed: int, data: dict[str, Any] | None = None,
                set_name: str | None = None, device: str | None = None) -> str:
     """``<evaluator>-<12 hex of the hash>-seed<seed>``, hashing the config in canonical JSON (display-only fields,
-    :data:`DISPLAY_FIELDS`, at their default wherever they are), with ``data`` (the ``dataset.*`` overrides of an evaluation on other
-    data than the set's own) beside it when given: a set scored on another test split is another evaluation, not a
-    replacement. ``set_name``: the set's file name, part of the hash unless it is a run's ``synset.pt``. ``device``:
-    part of the hash unless it is the CPU (another device gives other floating-point results, so a GPU evaluation
-    never replaces a CPU one). Without any of them the key is the config's alone."""
+    :data:`DISPLAY_FIELDS`, at their default wherever they are), with ``data`` (the ``dataset.*`` overrides of an
+    evaluation on other data than the set's own) beside it when given: a set scored on another test split is another
+    evaluation, not a replacement. ``set_name``: the set's file name, part of the hash unless it is a run's
+    ``synset.pt``. ``device``: part of the hash unless it is the CPU (another device gives other floating-point
+    results, so a GPU evaluation never replaces a CPU one). Without any of them the key is the config's alone."""
     config = _display_at_default(config)
     keyed: Any = config if not data else {"config": config, "data": data}
     if device is not None and device.split(":")[0] != "cpu":

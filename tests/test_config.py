@@ -56,7 +56,8 @@ def test_an_optional_blocks_own_check_is_the_message():
     # `lr_search: LRSearchConfig | None`: a bad value inside it says what is wrong, not "fits none of ... | None".
     from evaluators.classifier import ClassifierConfig
 
-    with pytest.raises(config.ConfigError, match=r"^evaluator.lr_search: lr_search.grid needs positive rates, got \[-1.0\]$"):
+    with pytest.raises(config.ConfigError,
+                       match=r"^evaluator.lr_search: lr_search.grid needs positive rates, got \[-1.0\]$"):
         config.from_dict(ClassifierConfig, {"lr_search": {"grid": [-1]}}, where="evaluator")
     with pytest.raises(config.ConfigError, match="^evaluator.lr_search: expected a mapping for LRSearchConfig, got 3$"):
         config.from_dict(ClassifierConfig, {"lr_search": 3}, where="evaluator")

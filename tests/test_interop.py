@@ -243,7 +243,8 @@ def test_datadam_snapshots_and_zca_after_normalisation(tmp_path, digits):
     assert torch.allclose(synset.decode_images(), pixels, atol=1e-4)
     assert "normalised with the digits mean" in synset.meta["imported"]["assumed"][0]
     # DataDAM's get_network('ConvNet') is batch norm; a file of one snapshot says it cannot tell which iteration.
-    assert (synset.meta["eval_model"], synset.meta["eval_model_kwargs"]) == ("convnet", {"norm": "batchnorm", "depth": 3})
+    assert synset.meta["eval_model"] == "convnet"
+    assert synset.meta["eval_model_kwargs"] == {"norm": "batchnorm", "depth": 3}
     _dc_res(path, snapshots[:1], {"ConvNet": []})
     one = import_set("dc_res", [path], dataset="digits", zca=True)
     assert any("only DataDAM snapshot" in a for a in one.meta["imported"]["assumed"])

@@ -245,7 +245,8 @@ def test_presets_hold_the_published_recipes():
     for name in ("mtt_official", "ast_official"):
         assert cfg[name].train.lr == "learned" and cfg[name].train.epochs == 1001
     assert cfg["dc_official"].num_models == 20 and cfg["dc_bench"].num_models == 5
-    assert cfg["dd_ranking"].lr_search.grid == [0.001, 0.005, 0.01, 0.05, 0.1] and cfg["dd_ranking"].train.epochs == 1000
+    assert cfg["dd_ranking"].lr_search.grid == [0.001, 0.005, 0.01, 0.05, 0.1]
+    assert cfg["dd_ranking"].train.epochs == 1000
     # Every preset names its network, so a set's own (recorded) network never changes what a preset measures.
     for name, c in cfg.items():
         assert c.model == "convnet" and c.model_kwargs is not None, name

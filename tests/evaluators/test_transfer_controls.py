@@ -71,7 +71,8 @@ def test_label_leak_is_judged_by_label_space_not_by_dataset_name(tmp_path):
     assert shares_labels(src, DataSpec(name="cifar100")) is False
     assert shares_labels(SOURCE, DataSpec(name="mnist", classes=[0, 1])) is True
     assert shares_labels(SOURCE, DataSpec(name="svhn", classes=[5, 6, 7, 8, 9])) is False
-    a, b = DataSpec(name="imagefolder", root=str(tmp_path / "a")), DataSpec(name="imagefolder", root=str(tmp_path / "b"))
+    a = DataSpec(name="imagefolder", root=str(tmp_path / "a"))
+    b = DataSpec(name="imagefolder", root=str(tmp_path / "b"))
     assert shares_labels(a, DataSpec(name="imagefolder", root=str(tmp_path / "a" / ".." / "a"))) is True
     assert shares_labels(a, b) is None and shares_labels(a, DataSpec(name="cifar10")) is None
     assert shares_labels(DataSpec(name="imagefolder"), a) is None
