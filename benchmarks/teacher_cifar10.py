@@ -21,6 +21,13 @@ carries the 3072 x 3072 ZCA matrix (38 MB), so, like those sets, it is not commi
 
     python benchmarks/teacher_cifar10.py --threads 1 --encoding-from runs/mtt10k/sets/mtt_mtt_ipc1.pt \
         --teacher-out runs/mtt10k/dd_ranking_teacher_cifar10_zca.pt --out benchmarks/results/teacher_cifar10_zca
+
+``--zca`` fits that whitening itself, as the sets' data loader does (whole training split, eps 0.1, 1 thread), so the
+teacher trains while the sets are made; the soft-label cells check that its ZCA tensors equal the set's. The teacher
+of the re-made sets (``runs/mtt10k_r3``)::
+
+    python benchmarks/teacher_cifar10.py --threads 1 --zca \
+        --teacher-out runs/mtt10k_r3/dd_ranking_teacher_cifar10_zca.pt --out benchmarks/results/teacher_cifar10_zca_r3
 """
 from __future__ import annotations
 
@@ -41,10 +48,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--encoding-from", default=None, metavar="SET",
                    help="a SyntheticSet file whose encoding (e.g. its ZCA) the teacher's inputs take (default: the "
                    "dataset's mean/std normalisation)")
+    # The trajectory-matching sets' ZCA is fitted on the whole training split when their data is loaded
+    # (mtt_cifar10.py's load_real(..., zca=True)); fitting it the same way here lets the teacher train while the sets
+    # are still being made. load_classifier still compares the two encodings tensor for tensor before any use; the
+    # fit's last bits depend on the torch thread count, so --threads must be the sets' (mtt_cifar10.py: 1).
+    p.add_argument("--zca", action="store_true", help="ZCA-whiten the inputs (eps 0.1, fitted on the whole training "
+                   "split as benchmarks/mtt_cifar10.py does, at the same --threads) instead of --encoding-from a set")
     p.add_argument("--teacher-out", default="benchmarks/results/sets/dd_ranking_teacher_cifar10.pt")
     p.add_argument("--out", default="benchmarks/results/teacher_cifar10")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --teacher-out and --out result")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.zca and args.encoding_from is not None:
+        p.error("--zca and --encoding-from both choose the encoding: pass one")
+    return args
 
 
 def encode_as(set_path: str, spec, real, test):
@@ -90,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     from ddistill.utils.train import TrainRecipe, accuracy
 
     torch.set_num_threads(args.threads)
-    spec = DataSpec(args.dataset, args.data if args.dataset != "digits" else None)
+    spec = DataSpec(args.dataset, args.data if args.dataset != "digits" else None, zca=args.zca)
     real, test = load_data(spec)
     if args.encoding_from is not None:
         real, test = encode_as(args.encoding_from, spec, real, test)
@@ -100,7 +116,9 @@ def main(argv: list[str] | None = None) -> None:
                                 augment=build_augment(args.augment, args.dataset))
     seconds = time.perf_counter() - start
     test_acc = 100.0 * accuracy(net, real.encoding.encode(test.x), test.y)
-    inputs = "ZCA-whitened as " + str(args.encoding_from) if real.encoding.zca is not None else "mean/std normalised"
+    inputs = ("ZCA-whitened as " + str(args.encoding_from) if args.encoding_from is not None
+              else f"ZCA-whitened, eps {real.encoding.zca.eps:g}, fitted on the whole training split"
+              if real.encoding.zca is not None else "mean/std normalised")
     recipe_meta = {"what": f"instance-norm ConvNet-3 width 128 on the whole {args.dataset} training split ({inputs}), "
                    f"DC recipe (SGD 0.01, momentum 0.9, wd 5e-4, batch 256, x0.1 at half), {args.epochs} epochs, "
                    f"augment {args.augment}; made by teacher_cifar10.py", "epochs": args.epochs,

@@ -27,7 +27,13 @@ def run_script(monkeypatch, *args: str) -> None:
 
 
 def test_teacher_takes_the_sets_zca(tmp_path, monkeypatch):
-    real, _ = load_data(DataSpec("digits", None, zca=True))
+    # The set's ZCA is fitted at the script's thread count (1): the eigendecomposition's last bits depend on it.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        real, _ = load_data(DataSpec("digits", None, zca=True))
+    finally:
+        torch.set_num_threads(threads)
     cls = SYNTHESIZERS.get("random")
     synset = cls(cls.Config(ipc=2), seed=0).fit(real)
     synset.save(tmp_path / "zca_set.pt")
@@ -38,6 +44,12 @@ def test_teacher_takes_the_sets_zca(tmp_path, monkeypatch):
     _, header = load_classifier(tmp_path / "zca.pt", encoding=enc)
     assert header["encoding"]["zca"] and "ZCA-whitened" in header["recipe"]["what"]
     assert (tmp_path / "zca.md").exists() and (tmp_path / "zca.json").exists()
+
+    # --zca fits the whitening as the sets' data loader does (the whole training split): the same tensors, so a
+    # teacher can be trained before (or without) the set it will label.
+    run_script(monkeypatch, "--zca", "--teacher-out", str(tmp_path / "fitted.pt"), "--out", str(tmp_path / "fitted"))
+    _, header = load_classifier(tmp_path / "fitted.pt", encoding=enc)
+    assert "ZCA-whitened, eps 0.1, fitted on the whole training split" in header["recipe"]["what"]
 
     run_script(monkeypatch, "--teacher-out", str(tmp_path / "plain.pt"), "--out", str(tmp_path / "plain"))
     with pytest.raises(ClassifierFileError):
