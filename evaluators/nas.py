@@ -35,7 +35,7 @@ from scipy.stats import spearmanr
 from ddistill.augment import build_augment
 from ddistill.data import Encoding, EvalData, EvalNeeds, RealData
 from ddistill.distributed import Distributed
-from ddistill.models import create_model
+from ddistill.models import FeatureMapCollapsed, create_model
 from ddistill.synset import SyntheticSet
 from ddistill.utils.compile_rule import Workload, compiled_graphs, training_steps
 from ddistill.utils.perf import PerfConfig
@@ -79,14 +79,14 @@ def check_architectures_fit(archs: list[dict[str, Any]], shape: dict[str, Any]) 
         seen.add(key)
         try:
             create_model("convnet", **shape, **{**arch, "width": 8})
-        except ValueError as err:
+        except FeatureMapCollapsed as err:
             h, w = shape["image_size"]
-            if "collapsed" not in str(err):  # another problem (a misspelled norm): its own message
-                raise ValueError(f"NAS architecture {arch} cannot be built: {err}") from None
             raise ValueError(f"NAS architecture {arch} does not fit {h}x{w} images ({err}); give evaluator.space "
                              f"with depths that fit (with pooling, depth d halves the map d times), e.g. "
                              f"evaluator.space='{{width: [32, 64], depth: [1, 2], act: [relu], norm: [instancenorm], "
                              f"pool: [avgpooling]}}'") from None
+        except ValueError as err:  # another problem (a misspelled norm): its own message
+            raise ValueError(f"NAS architecture {arch} cannot be built: {err}") from None
 
 
 def spearman(a: list[float], b: list[float]) -> float:

@@ -607,5 +607,12 @@ def test_cli_errors_are_one_line(tmp_path, digits, capsys):
                                               str(tmp_path / "n.pt")])
     assert "cifar10 training split" in error(["import", "mtt", str(tmp_path), "--dataset", "cifar10", "--out",
                                               str(tmp_path / "n.pt")])
+    # Files missing under --root: the data layer's problem, import's own remedy (dataset.download is not an
+    # option of import, so it is not offered).
+    (tmp_path / "empty").mkdir()
+    missing = error(["import", "mtt", str(tmp_path), "--dataset", "cifar10", "--root", str(tmp_path / "empty"),
+                     "--out", str(tmp_path / "n.pt")])
+    assert "not found under" in missing and "cifar-10-batches-py" in missing and "does not hold it" in missing
+    assert "download" not in missing
     assert "no such file or folder" in error(["import", "mtt", str(tmp_path / "missing"), "--dataset", "digits",
                                               "--out", str(tmp_path / "n.pt")])

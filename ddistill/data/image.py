@@ -85,6 +85,17 @@ _EXPECTED_FILES = {
 }
 
 
+class DatasetFilesMissing(FileNotFoundError):
+    """A dataset's files are not where the user pointed. The problem and the way out are kept apart: the way out
+    (``dataset.download=true``) is an option of ``distill``/``evaluate`` only, so a command without it (``ddistill
+    import``) states the problem with its own remedy instead of editing this message."""
+
+    def __init__(self, problem: str, remedy: str):
+        super().__init__(f"{problem} {remedy}")
+        self.problem = problem
+        self.remedy = remedy
+
+
 def _torchvision_dataset(name: str, cls_factory: Callable, root: str | None, split: str, download: bool):
     _check_split(split)
     if root is None:
@@ -94,9 +105,9 @@ def _torchvision_dataset(name: str, cls_factory: Callable, root: str | None, spl
     except RuntimeError as e:
         if download:
             raise
-        raise FileNotFoundError(
-            f"dataset '{name}' not found under {os.path.abspath(root)}: expected {_EXPECTED_FILES[name]} there. "
-            f"Pass dataset.download=true on a machine with internet, or copy the files in ({e})"
+        raise DatasetFilesMissing(
+            f"dataset '{name}' not found under {os.path.abspath(root)}: expected {_EXPECTED_FILES[name]} there.",
+            f"Pass dataset.download=true on a machine with internet, or copy the files in ({e})",
         ) from None
 
 

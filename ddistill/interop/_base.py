@@ -93,6 +93,7 @@ def load_target(dataset: str, *, root: str | None = None, zca: bool = False, zca
         zca_after_normalize: whiten mean/std-normalised pixels (DataDAM) instead of [0, 1] pixels (MTT, DD-Ranking).
         kwargs: loader options (``dataset.kwargs``).
     """
+    from ..data.image import DatasetFilesMissing
     from ..data.spec import DataSpec, is_graph_dataset, load_split, make_encoding
 
     if is_graph_dataset(dataset):
@@ -102,8 +103,9 @@ def load_target(dataset: str, *, root: str | None = None, zca: bool = False, zca
         train = load_split(spec, "train")
     except (FileNotFoundError, ValueError) as e:
         need = "its classes, image shape and normalisation" + (" and to fit its ZCA" if zca else "")
-        # The data layer's hint names dataset.download, an option of distill/evaluate, not of import: drop it.
-        why = _first_line(e).split(" Pass dataset.download=true")[0]
+        # The data layer's remedy names dataset.download, an option of distill/evaluate, not of import: keep its
+        # problem only; ``where`` is import's own remedy.
+        why = e.problem if isinstance(e, DatasetFilesMissing) else _first_line(e)
         where = f"--root {root} does not hold it" if root else "pass --root DIR, the folder that holds it"
         raise InteropError(f"importing needs the {dataset} training split ({need}); {why} ({where})") from None
     normalize = zca_after_normalize if zca else True

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 from ddistill.models import alexnet, convnet, lenet, mlp, resnet, vgg  # noqa: F401  (register into MODELS)
+from ddistill.models._layers import FeatureMapCollapsed
 from ddistill.models._registry import MODELS, create_model, list_models
 from ddistill.models.alexnet import AlexNet
 from ddistill.models.convnet import ConvNet
@@ -31,6 +32,7 @@ __all__ = [
     "VGG",
     "AlexNet",
     "ConvNet",
+    "FeatureMapCollapsed",
     "LeNet",
     "ModelFamily",
     "ResNet",

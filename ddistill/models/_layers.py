@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "FeatureMapCollapsed",
     "InstanceGroupNorm",
     "ACT_LAYERS",
     "NORM_LAYERS",
@@ -161,9 +162,16 @@ def pool_out_size(hw: HW, pool: str | None) -> HW:
     return hw if canonical_pool(pool) == "none" else (hw[0] // 2, hw[1] // 2)
 
 
+class FeatureMapCollapsed(ValueError):
+    """An architecture's feature map shrinks below one pixel on the given image size (e.g. depth 4 with pooling on
+    8 px digits). A ValueError of its own so callers (the NAS evaluator's pre-flight check) tell "too deep for these
+    images" from any other bad argument without reading the message."""
+
+
 def check_size(hw: HW, what: str) -> HW:
     if min(hw) < 1:
-        raise ValueError(f"{what}: the feature map collapsed to {hw}; the input is too small for this architecture")
+        raise FeatureMapCollapsed(f"{what}: the feature map collapsed to {hw}; the input is too small for this "
+                                  f"architecture")
     return hw
 
 

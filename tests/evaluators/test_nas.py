@@ -119,6 +119,11 @@ def test_nas_names_an_architecture_too_deep_for_the_images_and_warns_on_chance_r
     deep = dataclasses.replace(cfg, space={**cfg.space, "depth": [4], "pool": ["maxpooling"]})
     with pytest.raises(ValueError, match=r"'depth': 4.*does not fit 8x8 images.*evaluator.space"):
         NASEvaluator(deep, seed=0).evaluate(proxy, data)
+    # Any other build error is named as such, not as a size problem (the check tells them apart by exception type).
+    misspelled = dataclasses.replace(cfg, space={**cfg.space, "norm": ["instancenrom"]})
+    with pytest.raises(ValueError, match=r"'instancenrom'.*cannot be built") as err:
+        NASEvaluator(misspelled, seed=0).evaluate(proxy, data)
+    assert "does not fit" not in str(err.value)
     # A proxy whose every label is class 0 trains every architecture to answer 0 (chance on the balanced validation
     # split): its Spearman is noise, and the result says so.
     proxy.tensors["y"] = proxy.y * 0
