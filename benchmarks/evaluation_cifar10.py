@@ -64,6 +64,12 @@ SETS = {
     # Made by the two commands of ``mtt_ast_cifar10_10k`` (``--recipes mtt``; distill ``--ipc 10 --recipe mtt``) with
     # ``--work runs/mtt10k``, then copied here.
     "mtt_mtt_r2_ipc10": "runs/mtt10k_r2/sets/mtt_mtt_ipc10.pt",
+    # Both plain-MTT sets made a third time (stop 28: the r2 set was lost too), from one new expert, by the same
+    # commands with ``--work runs/mtt10k_r3`` (distill ``--no-random --models 1``: the evaluation below scores them).
+    # Committed without their ZCA matrix (``zca_sets.py strip``): load_set fits it again and checks its sha256. Their
+    # soft-label teacher is fitted on the same ZCA (teacher_cifar10.py --zca, teacher_cifar10_zca_r3.md).
+    "mtt_mtt_r3_ipc1": "benchmarks/results/sets/mtt_mtt_r3_cifar10_ipc1.pt",
+    "mtt_mtt_r3_ipc10": "benchmarks/results/sets/mtt_mtt_r3_cifar10_ipc10.pt",
     "random_ipc1": None,
     "random_ipc10": None,
 }
@@ -114,7 +120,10 @@ def _ipc(name: str) -> int:
     return int(name.rsplit("ipc", 1)[1])
 
 
-def load_set(name: str, real):
+_RESTORED: dict[str, object] = {}  # stripped ZCA sets with their matrix fitted again (one fit per set and run)
+
+
+def load_set(name: str, real, data_root: str | None = None):
     from ddistill.synset import SyntheticSet
     from synthesizers import SYNTHESIZERS
 
@@ -122,7 +131,17 @@ def load_set(name: str, real):
         if not Path(SETS[name]).exists():
             raise SystemExit(f"set {name!r}: {SETS[name]} does not exist (see the comment above SETS for the command "
                              f"that makes it)")
-        return SyntheticSet.load(SETS[name])
+        synset = SyntheticSet.load(SETS[name])
+        if "zca_refit" in synset.meta:  # committed without its ZCA matrix (zca_sets.py): fit it again, checked
+            if name not in _RESTORED:
+                here = str(Path(__file__).resolve().parent)
+                if here not in sys.path:
+                    sys.path.insert(0, here)
+                from zca_sets import restore
+
+                _RESTORED[name] = restore(synset, data_root)
+            return _RESTORED[name]
+        return synset
     cls = SYNTHESIZERS.get("random")
     return cls(cls.Config(ipc=_ipc(name)), seed=0).fit(real)
 
@@ -142,7 +161,7 @@ def run_cell(name: str, protocol: str, args: argparse.Namespace, real, test, who
     from evaluators.classifier import ClassifierEvaluator
     from evaluators.dd_ranking import DDRankingConfig, DDRankingEvaluator
 
-    synset = load_set(name, real)
+    synset = load_set(name, real, args.data)
     data = EvalData(train=real, test=test)
     if synset.meta["encoding"] != real.encoding.to_meta():
         data = encoded_data(synset, args, real, test)
@@ -265,7 +284,7 @@ def add_teacher_on_set(path: Path, name: str, protocol: str, args: argparse.Name
     cell = json.loads(path.read_text())
     if DD_RANKING.get(protocol) != "soft" or "on_set" in (cell.get("teacher") or {}):
         return
-    cell["teacher"]["on_set"] = teacher_on_set(cell["teacher"]["path"], load_set(name, real))
+    cell["teacher"]["on_set"] = teacher_on_set(cell["teacher"]["path"], load_set(name, real, args.data))
     path.write_text(json.dumps(cell))
 
 
