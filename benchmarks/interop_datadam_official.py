@@ -267,7 +267,8 @@ def score(sets: dict, test, real, args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--official-dir", required=True, help="a checkout of DataDistillation/DataDAM (never committed)")
+    p.add_argument("--official-dir", default=None, help="a checkout of DataDistillation/DataDAM (never committed; "
+                   "required unless --report-only)")
     p.add_argument("--official-commit", default=None, help="its commit, when --official-dir is not a git checkout")
     p.add_argument("--data", default="../shared/data/cifar10-jpg.tar.gz")
     p.add_argument("--ipc", type=int, default=10)
@@ -281,7 +282,14 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None, help="keep the official files here (default: a temporary folder)")
     p.add_argument("--out", default="benchmarks/results/interop_datadam_official")
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild the notes and the Markdown from --out's JSON (after a change to the notes' wording)")
     args = p.parse_args()
+    if args.report_only:
+        report_only(Path(args.out))
+        return
+    if args.official_dir is None:
+        p.error("--official-dir is required (a checkout of DataDistillation/DataDAM), unless --report-only")
 
     import torch
 
@@ -364,11 +372,28 @@ def notes(runs: dict, args: argparse.Namespace) -> list[str]:
         f"Applied to the same tensors, datadam_vs_official.py's construction and the import agree bit for bit and "
         f"score the same under one evaluator config and seed (equal per-model accuracies: "
         f"{s['imported_equals_benchmark_construction']}); the encoding meta is equal "
-        f"({c['meta']['encoding_equal_to_benchmark_set']}). The imported set records no evaluation network "
-        f"({c['meta']['imported_eval_model']}), while the benchmark's set carries DataDAM's "
-        f"{c['meta']['benchmark_set_eval_model']}: with the evaluator's model left unset, the imported set is "
-        f"trained on ddistill's default ConvNet (instance norm), not on the batch-norm ConvNet the official code "
-        f"distils and evaluates with; pass model_kwargs norm=batchnorm (or the datadam_official preset).")
+        f"({c['meta']['encoding_equal_to_benchmark_set']}). The official code seeds nothing (np.random.permutation "
+        f"picks the initial real images, DSA takes its seed from the clock), so every official run distils a "
+        f"different set: scores of two runs are not comparable, the import and the construction of one run's "
+        f"tensors are.")
+    imported_model = c["meta"]["imported_eval_model"]
+    if imported_model[0] is None:
+        # Files imported before the importer recorded DataDAM's network: an evaluation with the model left unset
+        # trains ddistill's default ConvNet, not the one the official code distils with.
+        out.append(
+            f"The imported set records no evaluation network ({imported_model}), while the benchmark's set carries "
+            f"DataDAM's {c['meta']['benchmark_set_eval_model']}: with the evaluator's model left unset, the imported "
+            f"set is trained on ddistill's default ConvNet (instance norm), not on the batch-norm ConvNet the "
+            f"official code distils and evaluates with; pass model_kwargs norm=batchnorm (or the datadam_official "
+            f"preset).")
+    else:
+        verbatim = next(r for r in s["rows"] if "verbatim" in r["set"])
+        explicit = s["rows"][0]
+        out.append(
+            f"The import records the network from the file name ({imported_model}: DataDAM's batch-norm ConvNet-3, "
+            f"the benchmark's set says {c['meta']['benchmark_set_eval_model']}), so evaluating the imported set with "
+            f"its config verbatim trains that network: {verbatim['mean']:.2f} ± {verbatim['std']:.2f}, per-model "
+            f"accuracies equal to the explicit batch-norm row: {verbatim['values'] == explicit['values']}.")
     if "benchmark_flags" in runs:
         c2 = runs["benchmark_flags"]["checks"]
         init = c2["snapshots_vs_memory"][0]
@@ -387,6 +412,22 @@ def notes(runs: dict, args: argparse.Namespace) -> list[str]:
         "(2234 s in that run), and with its flags the official file would hold only the initialisation anyway. This "
         f"check uses IPC {args.ipc}, {args.iterations} updates and {args.models} models x {args.epochs} epochs.")
     return out
+
+
+def report_only(out: Path) -> None:
+    """Rewrite ``out``.json's notes and ``out``.md from the measured values the JSON holds; nothing is re-run."""
+    from ddistill.io import write_json
+
+    path = out.with_suffix(".json")
+    if not path.exists():
+        raise SystemExit(f"--report-only: {path} does not exist (run the benchmark first)")
+    result = json.loads(path.read_text())
+    b = result["budget"]
+    budget = argparse.Namespace(ipc=b["ipc"], iterations=b["iterations"], models=b["eval_models"],
+                                epochs=b["eval_epochs"])
+    result["notes"] = notes(result["runs"], budget)
+    write_json(path, result)
+    write_markdown(result, out.with_suffix(".md"))
 
 
 def write_markdown(result: dict, path: Path) -> None:
