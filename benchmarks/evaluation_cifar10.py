@@ -70,6 +70,11 @@ SETS = {
     # soft-label teacher is fitted on the same ZCA (teacher_cifar10.py --zca, teacher_cifar10_zca_r3.md).
     "mtt_mtt_r3_ipc1": "benchmarks/results/sets/mtt_mtt_r3_cifar10_ipc1.pt",
     "mtt_mtt_r3_ipc10": "benchmarks/results/sets/mtt_mtt_r3_cifar10_ipc10.pt",
+    # The AST-expert sets made a second time (stop 30: the first lived in runs/mtt10k and was lost with a machine) by
+    # the AST commands of ``mtt_ast_cifar10_10k`` with ``--work runs/mtt10k_r3`` (experts ``--threads 2``; distill
+    # ``--no-random --models 1``), committed without their ZCA matrix like the two above.
+    "mtt_ast_r3_ipc1": "benchmarks/results/sets/mtt_ast_r3_cifar10_ipc1.pt",
+    "mtt_ast_r3_ipc10": "benchmarks/results/sets/mtt_ast_r3_cifar10_ipc10.pt",
     "random_ipc1": None,
     "random_ipc10": None,
 }
