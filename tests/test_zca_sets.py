@@ -53,3 +53,28 @@ def test_strip_refuses_a_set_without_zca(zca_set):
         **zca_set.meta["encoding"], "zca": False}})
     with pytest.raises(SystemExit, match="not ZCA-whitened"):
         zca_sets["strip"](plain)
+
+
+def test_a_refit_with_other_bits_is_used_only_when_accepted_and_then_recorded(zca_set):
+    stripped = zca_sets["strip"](zca_set)
+    stripped.meta["zca_refit"]["zca_eps"] = 0.2  # another matrix, as another CPU's last bits would give
+    back = zca_sets["restore"](stripped, None, accept_other_bits=True)
+    m = back.meta["zca_refit_mismatch"]
+    assert m["set_zca_w_sha256"] == zca_sets["tensor_digest"](zca_set.tensors["zca_w"])
+    assert m["refit_zca_w_sha256"] == zca_sets["tensor_digest"](back.tensors["zca_w"]) != m["set_zca_w_sha256"]
+    assert torch.equal(back.x, zca_set.x) and torch.equal(back.tensors["zca_mean"], zca_set.tensors["zca_mean"])
+    assert "zca_refit" not in back.meta
+    # a refit that matches records nothing, with or without the flag
+    same = zca_sets["restore"](zca_sets["strip"](zca_set), None, accept_other_bits=True)
+    assert "zca_refit_mismatch" not in same.meta and torch.equal(same.tensors["zca_w"], zca_set.tensors["zca_w"])
+
+
+def test_the_evaluation_table_names_every_cell_scored_with_a_mismatched_refit():
+    ev = runpy.run_path(str(SCRIPT.parent / "evaluation_cifar10.py"))
+    m = {"set_zca_w_sha256": "a" * 64, "refit_zca_w_sha256": "b" * 64, "refit_cpu": "Some CPU"}
+    results = {"common": {"s_ipc1": {}}, "dd_ranking_soft": {"s_ipc10": {"zca_refit_mismatch": m}}}
+    lines = ev["zca_refit_lines"](results)
+    named = [line for line in lines if line.startswith("- ")]
+    assert len(named) == 1 and "`s_ipc10` / `dd_ranking_soft`" in named[0]
+    assert "aaaaaaaaaaaa" in named[0] and "bbbbbbbbbbbb" in named[0] and "Some CPU" in named[0]
+    assert ev["zca_refit_lines"]({"common": {"s_ipc1": {}}}) == []
