@@ -76,17 +76,17 @@ def restore(synset, root: str | None, *, accept_other_bits: bool = False):
     zca = real.encoding.zca
     got = tensor_digest(zca.w)
     mismatch = None
-    if got != refit["zca_w_sha256"] and accept_other_bits:
+    if got != refit["zca_w_sha256"]:
+        if not accept_other_bits:
+            raise SystemExit(f"the ZCA fitted here (sha256 {got[:12]}) is not the set's "
+                             f"({refit['zca_w_sha256'][:12]}): the fit's last bits differ on this machine; re-make "
+                             f"the set here or restore it on the machine type that made it")
         from ddistill.io import machine_info
 
         mismatch = {"set_zca_w_sha256": refit["zca_w_sha256"], "refit_zca_w_sha256": got,
                     "refit_cpu": machine_info().get("cpu"),
                     "what": "the set's own ZCA matrix was not reproduced bit for bit here; its images were whitened "
                             "by that matrix, the real data of this score by the refit"}
-    elif got != refit["zca_w_sha256"]:
-        raise SystemExit(f"the ZCA fitted here (sha256 {got[:12]}) is not the set's ({refit['zca_w_sha256'][:12]}): "
-                         f"the fit's last bits differ on this machine; re-make the set here or restore it on the "
-                         f"machine type that made it")
     if not torch.equal(zca.mean, synset.tensors["zca_mean"]):
         raise SystemExit("the ZCA mean fitted here differs from the set's zca_mean: another dataset or root?")
     meta = {k: v for k, v in synset.meta.items() if k != REFIT_KEY}
